@@ -1,0 +1,1 @@
+"""Policy, inventory, flows, the daemon and the CLI."""

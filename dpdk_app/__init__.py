@@ -1,0 +1,1 @@
+"""The firewall service fast path: DPDK application (C) and its numba fallback."""

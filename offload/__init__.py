@@ -1,0 +1,1 @@
+"""Everything between resolved rules and the target: compiler, P4Runtime client, software target."""
