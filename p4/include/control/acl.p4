@@ -1,0 +1,78 @@
+// Stage 10, instance `acl`: the compiled policy.
+//
+// Keys are class bitmaps (one ternary bit per group), protocol, port ranges and identity
+// class; entries carry priorities (higher wins) and a direct counter. Anything no rule
+// matches is dropped: the default is acl_drop(0), so the datapath never allows by
+// accident.
+
+#ifndef __NICFW_CONTROL_ACL_P4__
+#define __NICFW_CONTROL_ACL_P4__
+
+#include <core.p4>
+#include <v1model.p4>
+
+#include "../arch.p4"
+#include "../define.p4"
+#include "../header.p4"
+#include "../size.p4"
+
+control Acl(inout fw_metadata_t meta,
+            inout standard_metadata_t standard_metadata) {
+
+    direct_counter(CounterType.packets_and_bytes) acl_counter;
+
+    // Forward as l2_forward decided.
+    @name("acl_allow")
+    action acl_allow(rule_id_t rule_id) {
+        meta.rule_id = rule_id;
+    }
+
+    @name("acl_drop")
+    action acl_drop(rule_id_t rule_id) {
+        meta.rule_id = rule_id;
+        mark_to_drop(standard_metadata);
+    }
+
+    // The service answers with a TCP RST or an ICMP unreachable.
+    @name("acl_reject")
+    action acl_reject(rule_id_t rule_id) {
+        meta.rule_id = rule_id;
+        meta.to_service = 1;
+        meta.reason = REASON_REJECT;
+    }
+
+    // The service decides (stateful allow, ALG, logging) and may offload a flow entry.
+    @name("acl_service")
+    action acl_service(rule_id_t rule_id) {
+        meta.rule_id = rule_id;
+        meta.to_service = 1;
+        meta.reason = REASON_PUNT;
+    }
+
+    table acl {
+        key = {
+            meta.src_class       : ternary            @name("src_class");  // 64
+            meta.dst_class       : ternary            @name("dst_class");  // 64
+            meta.lookup.ip_proto : ACL_OPTIONAL_MATCH @name("ip_proto");   // 8
+            meta.lookup.l4_src   : ACL_RANGE_MATCH    @name("l4_src");     // 16
+            meta.lookup.l4_dst   : ACL_RANGE_MATCH    @name("l4_dst");     // 16
+            meta.id_class        : ternary            @name("id_class");   // 32
+        }
+        actions = {
+            acl_allow;
+            acl_drop;
+            acl_reject;
+            acl_service;
+        }
+        default_action = acl_drop(0);
+        size = ACL_TABLE_SIZE;
+        counters = acl_counter;
+    }
+
+    apply {
+        meta.to_service = 0;
+        acl.apply();
+    }
+}
+
+#endif  // __NICFW_CONTROL_ACL_P4__
