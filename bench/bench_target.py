@@ -1,0 +1,265 @@
+"""Benchmark: the nicfw software target's P4Runtime Write rate and packet rate.
+
+Write: entries/s for ACL and flow-cache INSERTs in batches of 1, 100 and 1000, through gRPC
+from a client in this process (raw stubs, the requests serialized before the clock starts).
+Packets: frames/s through the pipeline by in-process injection (flow-cache hit, ACL hit behind
+N entries, a parser drop) and by pcap replay (`port1_in.pcap` -> `port2_out.pcap`).
+
+    .venv/bin/python bench/bench_target.py [--entries 20000] [--packets 20000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+
+from offload import names
+from offload.entries import Entry, Exact, Optional, Range, Ternary
+from offload.p4entity import TableEntryEncoder
+from offload.p4schema import DEFAULT_P4INFO, P4Schema
+from offload.proto import p4i, p4r, p4r_grpc
+from offload.target import SoftwareTarget
+from offload.target.pcap import PcapWriter
+
+V4 = 0xFFFF << 32
+ELECTION = p4r.Uint128(high=0, low=1)
+H1, H2 = bytes.fromhex("000000000001"), bytes.fromhex("000000000002")
+L2_TO_PORT2 = Entry.make(
+    names.L2_FORWARD, {"eth_dst": Exact(2)}, names.SET_EGRESS_PORT, {"port": 2}
+)
+
+
+def machine() -> str:
+    """CPU model, cores, Python and the load at the start, for the table's heading."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    load = os.getloadavg()[0]  # other work on the machine skews every figure below
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, load {load:.2f}"
+
+
+def acl_entries(count: int) -> list[Entry]:
+    """ACL entries over class bits, protocol and port ranges, distinct priorities."""
+    return [
+        Entry.make(
+            names.ACL,
+            {
+                "src_class": Ternary(1 << (i % 64), 1 << (i % 64)),
+                "ip_proto": Optional(6),
+                "l4_dst": Range(1000 + i % 5000, 1000 + i % 5000 + i % 7),
+            },
+            names.ACL_ALLOW,
+            {"rule_id": i},
+            priority=i + 1,
+        )
+        for i in range(count)
+    ]
+
+
+def flow_entries(count: int) -> list[Entry]:
+    """Flow-cache 5-tuples."""
+    return [
+        Entry.make(
+            names.FLOW_CACHE,
+            {
+                "ip_src": Exact(V4 | 0x0A000000 | i),
+                "ip_dst": Exact(V4 | 0x0A800001),
+                "ip_proto": Exact(6),
+                "l4_src": Exact(1024 + i % 60000),
+                "l4_dst": Exact(443),
+            },
+            names.FLOW_ALLOW,
+            {"rule_id": i % 1000},
+        )
+        for i in range(count)
+    ]
+
+
+class Session:
+    """A primary connection over raw stubs."""
+
+    def __init__(self, address: str, p4info: p4i.P4Info) -> None:
+        import grpc
+
+        self.channel = grpc.insecure_channel(address)
+        self.stub = p4r_grpc.P4RuntimeStub(self.channel)
+        self.p4info = p4info
+        arb = p4r.StreamMessageRequest()
+        arb.arbitration.device_id = 1
+        arb.arbitration.election_id.CopyFrom(ELECTION)
+        self._done = threading.Event()
+
+        def requests() -> Iterator[p4r.StreamMessageRequest]:
+            yield arb
+            self._done.wait()  # keep the stream (and primaryship) open until close()
+
+        self.stream = self.stub.StreamChannel(requests())
+        next(self.stream)  # the arbitration answer: we are primary
+        self.reset()
+
+    def reset(self) -> None:
+        """Commit the pipeline again: empty tables."""
+        req = p4r.SetForwardingPipelineConfigRequest(
+            device_id=1,
+            action=p4r.SetForwardingPipelineConfigRequest.VERIFY_AND_COMMIT,
+            election_id=ELECTION,
+        )
+        req.config.p4info.CopyFrom(self.p4info)
+        self.stub.SetForwardingPipelineConfig(req)
+
+    def write_rate(self, entries: list[Entry], batch: int) -> float:
+        """INSERT `entries` in batches; entries per second."""
+        encoder = TableEntryEncoder(P4Schema(self.p4info))
+        requests = []
+        for start in range(0, len(entries), batch):
+            req = p4r.WriteRequest(device_id=1, election_id=ELECTION)
+            encoder.add_updates(req, p4r.Update.INSERT, entries[start : start + batch])
+            requests.append(req)
+        gc.collect()
+        started = time.perf_counter()
+        for req in requests:
+            self.stub.Write(req)
+        return len(entries) / (time.perf_counter() - started)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._done.set()
+        self.stream.cancel()
+        self.channel.close()
+
+
+def tcp_frame(sport: int, dport: int, src: bytes = bytes([10, 0, 0, 1])) -> bytes:
+    """A minimal Ethernet/IPv4/TCP frame H1 -> H2, `src` -> 10.128.0.1."""
+    ip = bytes.fromhex("450000280001000040060000") + src + bytes([10, 128, 0, 1])
+    tcp = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(16)
+    return H2 + H1 + b"\x08\x00" + ip + tcp
+
+
+def packet_rate(target: SoftwareTarget, frames: list[bytes], port: int = 1) -> float:
+    """Frames per second through `inject` (the caller's thread, outputs kept in memory)."""
+    gc.collect()
+    started = time.perf_counter()
+    for frame in frames:
+        target.inject(port, frame)
+    elapsed = time.perf_counter() - started
+    target.collect(2)
+    return len(frames) / elapsed
+
+
+def run(entries: int, packets: int) -> dict[str, Any]:
+    """Every figure, by name."""
+    p4info = text_format.Parse(DEFAULT_P4INFO.read_text(), p4i.P4Info())
+    results: dict[str, Any] = {"machine": machine(), "entries": entries, "packets": packets}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        SoftwareTarget("127.0.0.1:0", pcap_dir=tmp) as target,
+    ):
+        session = Session(target.address, p4info)
+        try:
+            for kind, make in (("acl", acl_entries), ("flow", flow_entries)):
+                for batch in (1, 100, 1000):
+                    count = min(entries, 2000) if batch == 1 else entries
+                    session.reset()
+                    rate = session.write_rate(make(count), batch)
+                    results[f"write_{kind}_batch{batch}"] = rate
+            session.reset()
+            flows = flow_entries(packets)
+            session.write_rate(flows, 1000)
+            l2 = Entry.make(
+                names.L2_FORWARD, {"eth_dst": Exact(2)}, names.SET_EGRESS_PORT, {"port": 2}
+            )
+            session.write_rate([l2], 1)
+            hits = [tcp_frame(1024 + i % 60000, 443) for i in range(packets)]
+            # flow_entries uses source addresses 10.0.x.y; make the frames match them.
+            hits = [
+                f[:26] + (0x0A000000 | i).to_bytes(4, "big") + f[30:] for i, f in enumerate(hits)
+            ]
+            results["pps_flow_hit"] = packet_rate(target, hits)
+            acl_n = 1000
+            session.write_rate([*acl_entries(acl_n), _last_rule(acl_n)], 1000)
+            misses = [tcp_frame(40000 + i % 1000, 9) for i in range(packets // 4)]
+            results["acl_entries"] = acl_n + 1
+            results["pps_acl_last_rule"] = packet_rate(target, misses)
+            garbage = [b"\x00" * 10] * packets
+            results["pps_parser_drop"] = packet_rate(target, garbage)
+            writer = PcapWriter(Path(tmp) / "port1_in.pcap")
+            for i, frame in enumerate(hits):
+                writer.write(frame, i * 1e-6)
+            writer.close()
+            started = time.perf_counter()
+            replayed = target.replay_pcaps()
+            results["pps_pcap_replay"] = replayed / (time.perf_counter() - started)
+        finally:
+            session.close()
+    return results
+
+
+def _last_rule(n: int) -> Entry:
+    """An ACL entry below all the others that matches the ACL test frames (dport 9)."""
+    return Entry.make(
+        names.ACL, {"l4_dst": Range(9, 9)}, names.ACL_ALLOW, {"rule_id": n}, priority=1
+    )
+
+
+ROWS = [
+    ("write_acl_batch1", "Write ACL, batch 1", "entries/s", "{:,.0f}"),
+    ("write_acl_batch100", "Write ACL, batch 100", "entries/s", "{:,.0f}"),
+    ("write_acl_batch1000", "Write ACL, batch 1000", "entries/s", "{:,.0f}"),
+    ("write_flow_batch1", "Write flow_cache, batch 1", "entries/s", "{:,.0f}"),
+    ("write_flow_batch100", "Write flow_cache, batch 100", "entries/s", "{:,.0f}"),
+    ("write_flow_batch1000", "Write flow_cache, batch 1000", "entries/s", "{:,.0f}"),
+    ("pps_flow_hit", "packets, flow-cache hit", "pps", "{:,.0f}"),
+    ("pps_acl_last_rule", "packets, ACL: last of {acl_entries} entries", "pps", "{:,.0f}"),
+    ("pps_parser_drop", "packets, parser drop (runt)", "pps", "{:,.0f}"),
+    ("pps_pcap_replay", "packets, pcap replay (flow-cache hits)", "pps", "{:,.0f}"),
+]
+
+
+def render(results: dict[str, Any]) -> str:
+    """The figures as a text table."""
+    head = (
+        f"bench_target: nicfw software target, {results['entries']:,} entries per Write figure "
+        f"(2,000 at batch 1), {results['packets']:,} packets\nmachine: {results['machine']}"
+    )
+    labels = [label.format(**results) for _, label, _, _ in ROWS]
+    width = max(len(label) for label in labels)
+    lines = [head, f"{'figure':<{width}}  {'value':>12}  unit"]
+    for (key, _, unit, fmt), label in zip(ROWS, labels, strict=True):
+        lines.append(f"{label:<{width}}  {fmt.format(results[key]):>12}  {unit}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--entries", type=int, default=20_000, help="entries per Write figure")
+    parser.add_argument("--packets", type=int, default=20_000, help="frames per packet figure")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    if not 1 <= args.entries <= 65_536 or not 4 <= args.packets <= 65_536:
+        parser.error("--entries must be 1..65536 and --packets 4..65536 (table sizes)")
+    results = run(args.entries, args.packets)
+    print(json.dumps(results, indent=2) if args.json else render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared test material for targets: pipeline vectors, a minimal P4Runtime client, handles."""
