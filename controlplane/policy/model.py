@@ -1,0 +1,130 @@
+"""The policy as written: workloads, groups, services, ordered sections of rules, a default.
+
+Values are frozen dataclasses; equal policies compare equal (source lines do not take part), so
+an edit can be found by comparing old and new objects. Nothing here resolves names: that is
+`controlplane.policy.resolve`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Endpoint = str | Network  # a group name or an address block written in the rule
+PortRange = tuple[int, int]
+RuleAction = Literal["allow", "drop", "reject"]
+DefaultAction = Literal["allow", "drop"]
+
+ANY: Final = "any"
+PROTOCOLS: Final = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+HOST_PREFIX: Final = "host:"  # applied_to: `host:NAME` names a host, a bare name a group
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A VM or container: its addresses, tags, and where it sits (host, pipeline port, MAC)."""
+
+    name: str
+    addresses: tuple[IPAddress, ...] = ()
+    tags: frozenset[str] = frozenset()
+    host: str | None = None
+    port: int | None = None
+    mac: int | None = None
+    id: int | None = None  # a fixed 16-bit workload id; derived from the name when absent
+
+
+@dataclass(frozen=True, slots=True)
+class Criteria:
+    """Workloads that have every tag listed, a name matching the glob, and sit on the host."""
+
+    tags: frozenset[str] = frozenset()
+    name: str | None = None
+    host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Static members, address blocks, nested groups, and criteria (any one of them matches)."""
+
+    name: str
+    members: tuple[str, ...] = ()
+    addresses: tuple[Network, ...] = ()
+    groups: tuple[str, ...] = ()
+    match: tuple[Criteria, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceTerm:
+    """A protocol (None: any) with destination/source ports, or an ICMP type and code."""
+
+    protocol: int | None = None
+    ports: tuple[PortRange, ...] = ()
+    source_ports: tuple[PortRange, ...] = ()
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A named service: one or more protocol/port terms (e.g. DNS over UDP and TCP)."""
+
+    name: str
+    terms: tuple[ServiceTerm, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule; `None` source/destination means any; no services and no inline terms: any."""
+
+    name: str
+    source: tuple[Endpoint, ...] | None
+    destination: tuple[Endpoint, ...] | None
+    action: RuleAction
+    services: tuple[str, ...] = ()
+    inline: tuple[ServiceTerm, ...] = ()
+    applied_to: tuple[str, ...] = ()
+    log: bool = False
+    enabled: bool = True
+    id: int | None = None  # a fixed 32-bit rule id; derived from the name when absent
+    identity: tuple[str, ...] = ()  # identity (user) groups: reserved for the identity module
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """An ordered, named list of rules."""
+
+    name: str
+    rules: tuple[Rule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A whole policy. `locations` maps item paths to source lines, for messages only."""
+
+    workloads: tuple[Workload, ...] = ()
+    groups: tuple[Group, ...] = ()
+    services: tuple[Service, ...] = ()
+    sections: tuple[Section, ...] = ()
+    default_action: DefaultAction = "drop"
+    filename: str = field(default="<policy>", compare=False)
+    locations: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """Every rule, in evaluation order."""
+        return tuple(r for s in self.sections for r in s.rules)
+
+    def line(self, path: str) -> int:
+        """The source line of `path`, or of its closest enclosing item (0 if unknown)."""
+        while path:
+            line = self.locations.get(path)
+            if line is not None:
+                return line
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return 0

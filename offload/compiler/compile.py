@@ -1,0 +1,324 @@
+"""Rules -> P4 table entries: classification, ACL, L2 forwarding and the ACL default.
+
+`Compiler.compile(resolved)` turns a `ResolvedPolicy` into a `CompiledPolicy`. Priorities keep
+rule order (the first rule has the highest priority, `priority_base - position`, so appending a
+rule shifts nothing); `any` source/destination and protocol are omitted keys; port ranges are
+range keys or their minimal prefix expansion (`range_kind`). A `Compiler` remembers its last
+result: rules whose resolved form and group codes did not change keep their entry tuples (the
+same objects), which is what makes `offload.compiler.delta` cheap after a small edit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import product
+from typing import Final
+
+from offload import names
+from offload.compiler.classes import (
+    CLASS_BITS,
+    ClassTable,
+    EncodingKind,
+    build_class_table,
+)
+from offload.compiler.ranges import RangeKind, port_matches
+from offload.compiler.rules import (
+    AddressGroup,
+    ResolvedPolicy,
+    ResolvedRule,
+    ResolvedWorkload,
+    Term,
+)
+from offload.entries import Entry, Exact, FieldMatch, Optional, Ternary
+
+_ACTIONS: Final = {
+    "allow": names.ACL_ALLOW,
+    "drop": names.ACL_DROP,
+    "reject": names.ACL_REJECT,
+}
+DEFAULT_PRIORITY_BASE: Final = 1 << 24
+
+
+class CompileError(ValueError):
+    """The resolved policy cannot be compiled with these options."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompileOptions:
+    """What the target supports and how to encode."""
+
+    range_kind: RangeKind = "range"
+    stateful: bool = False  # allow rules punt to the service (acl_service), which offloads flows
+    host: str | None = None  # compile for one host (applied-to, local workloads); None: all
+    encoding: EncodingKind = "auto"
+    class_bits: int = CLASS_BITS
+    priority_base: int = DEFAULT_PRIORITY_BASE
+    service_port: int | None = None  # also write svc.service_config's default action
+    max_entries_per_rule: int = 1 << 16  # a rule needing more is refused, not half-built
+
+
+@dataclass(frozen=True)
+class CompileStats:
+    """Entry counts and expansion: what the compile costs the target."""
+
+    entries: Mapping[str, int]
+    rules: int
+    acl_entries: int
+    max_entries_per_rule: int
+    src_encoding: str
+    dst_encoding: str
+    src_bits: int
+    dst_bits: int
+    src_expanded: int  # groups that need more than one class-id code
+    dst_expanded: int
+    seconds: float
+
+    @property
+    def expansion(self) -> float:
+        """ACL entries per compiled rule."""
+        return self.acl_entries / self.rules if self.rules else 0.0
+
+    @property
+    def notes(self) -> list[str]:
+        """Things worth telling the operator (fallback encodings)."""
+        out = []
+        for side, kind, residual in (
+            ("src_class", self.src_encoding, self.src_expanded),
+            ("dst_class", self.dst_encoding, self.dst_expanded),
+        ):
+            if kind == "classes":
+                out.append(
+                    f"{side}: groups do not fit {CLASS_BITS} bits even packed; using "
+                    f"equivalence classes, {residual} groups match more than one class id "
+                    "(rules over them get more ACL entries)"
+                )
+        return out
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    """The desired state of the target, kept in chunks so that diffs can skip what is shared."""
+
+    src_class: ClassTable
+    dst_class: ClassTable
+    acl: Mapping[int, tuple[Entry, ...]]  # rule id -> its entries, in rule order
+    acl_default: Entry
+    l2: tuple[Entry, ...]
+    service: tuple[Entry, ...]
+    rule_names: Mapping[int, str]
+    stats: CompileStats
+
+    def chunks(self) -> Iterator[tuple[object, tuple[Entry, ...]]]:
+        """(chunk key, entries) pairs, the unit `delta.diff` compares by identity."""
+        yield ("table", names.SRC_CLASS), self.src_class.entries
+        yield ("table", names.DST_CLASS), self.dst_class.entries
+        yield ("table", names.L2_FORWARD), self.l2
+        yield ("table", names.SERVICE_CONFIG), self.service
+        for rule_id, entries in self.acl.items():
+            yield ("rule", rule_id), entries
+        yield ("default", names.ACL), (self.acl_default,)
+
+    def entries(self) -> list[Entry]:
+        """Every entry, the ACL default included."""
+        return [e for _, chunk in self.chunks() for e in chunk]
+
+    def tables(self) -> dict[str, list[Entry]]:
+        """Entries grouped by table."""
+        out: dict[str, list[Entry]] = {}
+        for e in self.entries():
+            out.setdefault(e.table, []).append(e)
+        return out
+
+
+def _acl_match(
+    src: Ternary | None,
+    dst: Ternary | None,
+    proto: FieldMatch | None,
+    l4_src: FieldMatch | None,
+    l4_dst: FieldMatch | None,
+) -> tuple[tuple[str, FieldMatch], ...]:
+    # Keys in name order, as Entry.make would sort them; omitted keys are don't-care.
+    keys: list[tuple[str, FieldMatch]] = []
+    if dst is not None:
+        keys.append(("dst_class", dst))
+    if proto is not None:
+        keys.append(("ip_proto", proto))
+    if l4_dst is not None:
+        keys.append(("l4_dst", l4_dst))
+    if l4_src is not None:
+        keys.append(("l4_src", l4_src))
+    if src is not None:
+        keys.append(("src_class", src))
+    return tuple(keys)
+
+
+Codes = Mapping[str, tuple[Ternary, ...]]
+TermKeys = list[tuple[FieldMatch | None, FieldMatch | None, FieldMatch | None]]
+
+
+def _side(groups: tuple[str, ...] | None, codes: Codes) -> list[Ternary | None]:
+    if groups is None:
+        return [None]
+    return list(dict.fromkeys(t for g in groups for t in codes.get(g, ())))
+
+
+class Compiler:
+    """Compiles resolved policies, reusing unchanged pieces of its previous result."""
+
+    def __init__(self, options: CompileOptions | None = None) -> None:
+        self.options = options or CompileOptions()
+        self._tables: dict[str, tuple[tuple[object, ...], ClassTable]] = {}
+        self._rules: dict[int, tuple[ResolvedRule, Codes, Codes, tuple[Entry, ...]]] = {}
+        self._terms: dict[Term, TermKeys] = {}
+
+    def _class_table(
+        self,
+        table: str,
+        groups: Sequence[AddressGroup],
+        local: tuple[ResolvedWorkload, ...],
+    ) -> ClassTable:
+        # Unchanged inputs are usually the very same objects (the Resolver reuses them), so
+        # this comparison is mostly identity checks.
+        key = (tuple(groups), local)
+        cached = self._tables.get(table)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        workload_ids = {a: w.workload_id for w in local for a in w.addresses}
+        opts = self.options
+        previous = cached[1].encoding if cached is not None else None
+        built = build_class_table(
+            table, groups, workload_ids, opts.encoding, opts.class_bits, previous
+        )
+        self._tables[table] = (key, built)
+        return built
+
+    def _term_keys(self, term: Term) -> TermKeys:
+        keys = self._terms.get(term)
+        if keys is None:
+            kind = self.options.range_kind
+            proto = Optional(term.protocol) if term.protocol is not None else None
+            keys = [
+                (proto, s, d)
+                for s, d in product(
+                    port_matches(term.src_ports, kind), port_matches(term.dst_ports, kind)
+                )
+            ]
+            self._terms[term] = keys
+        return keys
+
+    def rule_entries(self, rule: ResolvedRule, src_codes: Codes, dst_codes: Codes) -> list[Entry]:
+        """The ACL entries of one rule: sources x destinations x expanded service terms."""
+        priority = self.options.priority_base - rule.position
+        if priority <= 0:
+            raise CompileError(f"rule {rule.name}: position {rule.position} exceeds priority base")
+        srcs = _side(rule.sources, src_codes)
+        dsts = _side(rule.destinations, dst_codes)
+        need = len(srcs) * len(dsts) * sum(len(self._term_keys(t)) for t in rule.terms)
+        if need > self.options.max_entries_per_rule:
+            raise CompileError(
+                f"rule {rule.name} would need {need} ACL entries "
+                f"(limit {self.options.max_entries_per_rule}): its groups overlap too much "
+                "for the class-id bits, or its port ranges expand too far"
+            )
+        action = _ACTIONS[rule.action]
+        if rule.action == "allow" and self.options.stateful:
+            action = names.ACL_SERVICE
+        params = (("rule_id", rule.rule_id),)
+        out: dict[tuple[tuple[str, FieldMatch], ...], None] = {}
+        for term in rule.terms:
+            for proto, l4_src, l4_dst in self._term_keys(term):
+                for s in srcs:
+                    for d in dsts:
+                        out[_acl_match(s, d, proto, l4_src, l4_dst)] = None
+        return [Entry(names.ACL, m, action, params, priority) for m in out]
+
+    def compile(self, resolved: ResolvedPolicy) -> CompiledPolicy:
+        """Compile `resolved` for `options.host` into the target's desired state."""
+        started = time.perf_counter()
+        opts = self.options
+        rules = [r for r in resolved.rules if r.applies_on(opts.host)]
+        local = resolved.local_workloads(opts.host)
+        src_names = sorted({g for r in rules if r.sources for g in r.sources})
+        dst_names = sorted({g for r in rules if r.destinations for g in r.destinations})
+        for n in (*src_names, *dst_names):
+            if n not in resolved.groups:
+                raise CompileError(f"a rule refers to group {n!r}, which was not resolved")
+        src = self._class_table(names.SRC_CLASS, [resolved.groups[n] for n in src_names], local)
+        dst = self._class_table(names.DST_CLASS, [resolved.groups[n] for n in dst_names], local)
+        src_codes, dst_codes = src.encoding.codes, dst.encoding.codes
+        acl: dict[int, tuple[Entry, ...]] = {}
+        cache: dict[int, tuple[ResolvedRule, Codes, Codes, tuple[Entry, ...]]] = {}
+        for rule in rules:
+            if rule.rule_id in acl:
+                raise CompileError(f"rule {rule.name}: rule id {rule.rule_id} is used twice")
+            hit = self._rules.get(rule.rule_id)
+            if (
+                hit is not None
+                and (hit[0] is rule or hit[0] == rule)
+                and (hit[1] is src_codes or _same_codes(rule.sources, hit[1], src_codes))
+                and (hit[2] is dst_codes or _same_codes(rule.destinations, hit[2], dst_codes))
+            ):
+                entries = hit[3]
+            else:
+                entries = tuple(self.rule_entries(rule, src_codes, dst_codes))
+            acl[rule.rule_id] = entries
+            cache[rule.rule_id] = (rule, src_codes, dst_codes, entries)
+        self._rules = cache
+        default_action = names.ACL_ALLOW if resolved.default_action == "allow" else names.ACL_DROP
+        acl_default = Entry(names.ACL, (), default_action, (("rule_id", 0),), is_default=True)
+        l2 = tuple(
+            Entry(
+                names.L2_FORWARD,
+                (("eth_dst", Exact(w.mac)),),
+                names.SET_EGRESS_PORT,
+                (("port", w.port),),
+            )
+            for w in sorted(local, key=lambda w: w.mac or 0)
+            if w.mac is not None and w.port is not None
+        )
+        service: tuple[Entry, ...] = ()
+        if opts.service_port is not None:
+            service = (
+                Entry(
+                    names.SERVICE_CONFIG,
+                    (),
+                    names.SET_SERVICE_PORT,
+                    (("port", opts.service_port),),
+                    is_default=True,
+                ),
+            )
+        counts = {
+            names.SRC_CLASS: len(src.entries),
+            names.DST_CLASS: len(dst.entries),
+            names.ACL: sum(len(e) for e in acl.values()),
+            names.L2_FORWARD: len(l2),
+        }
+        stats = CompileStats(
+            entries=counts,
+            rules=len(rules),
+            acl_entries=counts[names.ACL],
+            max_entries_per_rule=max((len(e) for e in acl.values()), default=0),
+            src_encoding=src.encoding.kind,
+            dst_encoding=dst.encoding.kind,
+            src_bits=src.encoding.bits,
+            dst_bits=dst.encoding.bits,
+            src_expanded=src.encoding.expanded,
+            dst_expanded=dst.encoding.expanded,
+            seconds=time.perf_counter() - started,
+        )
+        return CompiledPolicy(
+            src, dst, acl, acl_default, l2, service, dict(resolved.rule_names), stats
+        )
+
+
+def _same_codes(groups: tuple[str, ...] | None, old: Codes, new: Codes) -> bool:
+    return groups is None or all(old.get(g) == new.get(g) for g in groups)
+
+
+def compile_policy(
+    resolved: ResolvedPolicy, options: CompileOptions | None = None
+) -> CompiledPolicy:
+    """Compile once, without reuse (see `Compiler` for repeated compiles)."""
+    return Compiler(options).compile(resolved)

@@ -1,0 +1,205 @@
+"""Class-id encodings: bitmap, packed fields, merged equivalence classes; LPM inheritance."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import itertools
+
+import pytest
+
+from offload import names
+from offload.compiler import (
+    AddressGroup,
+    CompileError,
+    CompileOptions,
+    Compiler,
+    EncodingError,
+    Packet,
+    ResolvedPolicy,
+    ResolvedRule,
+    ResolvedWorkload,
+    Tables,
+    compile_policy,
+    evaluate,
+)
+from offload.compiler.classes import BARRIER, build_class_table, choose_encoding, memberships
+from offload.entries import Lpm, Ternary
+from offload.p4values import ip_to_int128, network_to_lpm128
+
+ALL = (1 << 64) - 1
+
+
+def group(name: str, *blocks: str) -> AddressGroup:
+    return AddressGroup(name, frozenset(network_to_lpm128(b) for b in blocks))
+
+
+def key(addr: str) -> int:
+    return ip_to_int128(addr)
+
+
+def test_more_specific_prefixes_inherit_enclosing_memberships() -> None:
+    groups = [
+        group("big", "10.0.0.0/8"),
+        group("mid", "10.1.0.0/16"),
+        group("six", "2001:db8::/32"),
+    ]
+    eff, barriers = memberships(groups, [key("10.1.2.3"), key("192.0.2.1")])
+    assert eff[network_to_lpm128("10.1.0.0/16")] == 0b011
+    assert eff[(key("10.1.2.3"), 128)] == 0b011
+    assert eff[(key("192.0.2.1"), 128)] == 0
+    assert eff[network_to_lpm128("2001:db8::/32")] == 0b100
+    assert barriers == set()
+
+
+def test_ipv6_any_gets_a_barrier_so_ipv4_does_not_inherit_it() -> None:
+    groups = [group("v6", "::/0"), group("v4", "10.0.0.0/8")]
+    eff, barriers = memberships(groups, [key("192.0.2.1")])
+    assert barriers == {BARRIER}
+    assert eff[BARRIER] == 0 and eff[(key("192.0.2.1"), 128)] == 0
+    assert eff[network_to_lpm128("10.0.0.0/8")] == 0b10
+    table = build_class_table(names.SRC_CLASS, groups, {key("192.0.2.1"): 5})
+    by_key = {e.match: e.params_dict for e in table.entries}
+    assert by_key[()] == {"class_id": 1, "workload_id": 0}  # ::/0 is an omitted key
+    assert by_key[(("ip_src", Lpm(*BARRIER)),)] == {"class_id": 0, "workload_id": 0}
+    assert by_key[(("ip_src", Lpm(key("192.0.2.1"), 128)),)] == {"class_id": 0, "workload_id": 5}
+
+
+def test_entries_equal_to_a_miss_are_left_out() -> None:
+    table = build_class_table(names.DST_CLASS, [group("g", "10.0.0.0/8")], {})
+    assert [e.match for e in table.entries] == [
+        (("ip_dst", Lpm(*network_to_lpm128("10.0.0.0/8"))),)
+    ]
+    assert build_class_table(names.DST_CLASS, [group("empty")], {}).entries == ()
+
+
+def test_bitmap_gives_each_group_one_bit() -> None:
+    names_ = tuple(f"g{i}" for i in range(64))
+    enc = choose_encoding(names_, {0b11, 1 << 63})
+    assert enc.kind == "bitmap" and enc.bits == 64
+    assert enc.codes["g63"] == (Ternary(1 << 63, 1 << 63),)
+    assert enc.class_ids[0b11] == 0b11
+    assert enc.groups_of(0b11) == ("g0", "g1")
+
+
+def test_disjoint_groups_beyond_64_pack_into_one_field() -> None:
+    names_ = tuple(f"g{i:03d}" for i in range(100))
+    enc = choose_encoding(names_, {1 << i for i in range(100)})
+    assert enc.kind == "packed" and enc.bits == 7
+    values = {enc.codes[n][0].value for n in names_}
+    assert len(values) == 100 and all(enc.codes[n][0].mask == 0x7F for n in names_)
+    assert enc.class_ids[1 << 5] == enc.codes["g005"][0].value
+
+
+def test_packed_fields_never_hold_two_groups_that_share_an_address() -> None:
+    # 90 groups; g(2k) and g(2k+1) overlap pairwise, and g0 overlaps everything.
+    n = 90
+    masks = {1 << i for i in range(n)} | {
+        (1 << (2 * k)) | (1 << (2 * k + 1)) for k in range(n // 2)
+    }
+    masks |= {1 | (1 << i) for i in range(1, n)}
+    names_ = tuple(f"g{i:02d}" for i in range(n))
+    enc = choose_encoding(names_, masks)
+    assert enc.kind == "packed"
+    for m in masks:
+        members = [names_[i] for i in range(n) if m >> i & 1]
+        fields = [f for f in enc.fields for g in members if g in f.members]
+        assert len(fields) == len(set(map(id, fields))), m
+    assert all(len(codes) == 1 for codes in enc.codes.values())
+
+
+def overlapping_policy(n_groups: int) -> ResolvedPolicy:
+    """Groups over nested and overlapping /28../32 blocks, one rule per group pair."""
+    groups = {}
+    for i in range(n_groups):
+        base = 16 * (i % 5)
+        blocks = {f"10.0.0.{base}/28", f"10.0.0.{(7 * i) % 64}/32", f"10.0.0.{(i * 4) % 64}/30"}
+        groups[f"g{i}"] = group(f"g{i}", *blocks)
+    names_ = list(groups)
+    pairs = [(names_[k % n_groups], names_[(5 * k + 1) % n_groups]) for k in range(40)]
+    rules = tuple(
+        ResolvedRule(100 + k, f"r{k}", k, ("allow", "drop", "reject")[k % 3], (a,), (b,))
+        for k, (a, b) in enumerate(pairs)
+    )
+    workloads = (ResolvedWorkload("w", 9, (key("10.0.0.17"),)),)
+    return ResolvedPolicy(groups, rules, workloads, "allow")
+
+
+def agree_everywhere(resolved: ResolvedPolicy, opts: CompileOptions) -> None:
+    tables = Tables(compile_policy(resolved, opts).entries())
+    for s, d in itertools.product(range(0, 70, 3), range(0, 70, 5)):
+        pkt = Packet(f"10.0.0.{s}", f"10.0.0.{d}", 6, 1, 2)
+        assert tables.verdict(*pkt) == evaluate(resolved, pkt), pkt
+
+
+@pytest.mark.parametrize("bits", [64, 8, 5])
+def test_too_few_bits_fall_back_to_classes_and_still_agree(bits: int) -> None:
+    resolved = overlapping_policy(12)
+    opts = CompileOptions(class_bits=bits)
+    compiled = compile_policy(resolved, opts)
+    stats = compiled.stats
+    if bits == 64:
+        assert stats.src_encoding == "bitmap" and stats.notes == []
+    else:
+        assert stats.src_encoding == "classes" and stats.src_bits <= bits
+        assert stats.src_expanded > 0 and "equivalence classes" in stats.notes[0]
+        assert stats.acl_entries > len(resolved.rules)  # the price, reported
+    agree_everywhere(resolved, opts)
+
+
+def test_forced_encodings_refuse_what_does_not_fit() -> None:
+    resolved = overlapping_policy(12)
+    with pytest.raises(EncodingError, match="do not fit a 4-bit bitmap"):
+        compile_policy(resolved, CompileOptions(encoding="bitmap", class_bits=4))
+    with pytest.raises(EncodingError, match="do not pack into 4 bits"):
+        compile_policy(resolved, CompileOptions(encoding="packed", class_bits=4))
+    with pytest.raises(EncodingError):
+        compile_policy(resolved, CompileOptions(encoding="classes", class_bits=2))
+    forced = compile_policy(resolved, CompileOptions(encoding="classes"))
+    assert forced.stats.src_encoding == "classes"
+    agree_everywhere(resolved, CompileOptions(encoding="classes"))
+
+
+def test_labels_name_groups_for_people() -> None:
+    compiled = compile_policy(overlapping_policy(3))
+    enc = compiled.src_class.encoding
+    assert enc.label(*_only(enc.codes["g0"])) == "g0"
+    entry = next(e for e in compiled.src_class.entries if e.params_dict["workload_id"] == 9)
+    assert set(enc.groups_of(entry.params_dict["class_id"])) <= {"g0", "g1", "g2"}
+
+
+def _only(keys: tuple[Ternary, ...]) -> tuple[int, int]:
+    assert len(keys) == 1
+    return keys[0].value, keys[0].mask
+
+
+def test_addresses_outside_every_group_match_only_any_rules() -> None:
+    resolved = overlapping_policy(4)
+    tables = Tables(compile_policy(resolved).entries())
+    assert tables.classify(names.SRC_CLASS, "192.0.2.1") == (0, 0)
+    assert tables.classify(names.SRC_CLASS, ipaddress.ip_address("10.0.0.17"))[1] == 9
+    assert tables.verdict("192.0.2.1", "10.0.0.1", 6) == ("allow", 0)
+
+
+def test_a_rule_that_would_explode_is_refused_by_name() -> None:
+    resolved = overlapping_policy(12)
+    opts = CompileOptions(encoding="classes", max_entries_per_rule=3)
+    with pytest.raises(CompileError, match=r"rule r\d+ would need \d+ ACL entries \(limit 3\)"):
+        compile_policy(resolved, opts)
+
+
+@pytest.mark.parametrize("bits", [64, 8, 5])
+def test_a_reused_compiler_follows_new_codes_under_unchanged_rules(bits: int) -> None:
+    # Changing a group's blocks re-encodes the classes; rules over it did not change but
+    # their entries must follow the new codes (the compiler must not reuse stale entries).
+    resolved = overlapping_policy(12)
+    compiler = Compiler(CompileOptions(class_bits=bits))
+    compiler.compile(resolved)
+    groups = dict(resolved.groups)
+    groups["g0"] = group("g0", "10.0.0.32/27", "10.0.0.5/32")
+    groups["g3"] = group("g3", "10.0.0.0/26")
+    moved = dataclasses.replace(resolved, groups=groups)
+    tables = Tables(compiler.compile(moved).entries())
+    for s, d in itertools.product(range(0, 70, 3), range(0, 70, 5)):
+        pkt = Packet(f"10.0.0.{s}", f"10.0.0.{d}", 6, 1, 2)
+        assert tables.verdict(*pkt) == evaluate(moved, pkt), pkt
