@@ -17,6 +17,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,9 @@ BINARY_NAME = "nicfw-fastpath"
 ENV_BINARY = "NICFW_FASTPATH_BIN"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = REPO_ROOT / "build" / "dpdk_app"
+BACKENDS = ("dpdk", "numba", "auto")
+ENV_BACKEND = "NICFW_FASTPATH_BACKEND"  # the default backend when none is given
+NUMBA_START_TIMEOUT = 180.0  # a cold numba cache compiles every kernel before the socket opens
 
 MSG_PING = 1
 MSG_LOAD_RULES = 2
@@ -407,8 +411,18 @@ class FlowSubscription:
 # --- the process --------------------------------------------------------------------------
 
 
+def numba_command() -> list[str]:
+    """The command that runs the numba fallback service (same arguments as the binary)."""
+    return [sys.executable, "-m", "dpdk_app.pyservice"]
+
+
 class FastPath:
-    """A running nicfw-fastpath in service mode (start/stop, clients, log)."""
+    """A running fast path in service mode (start/stop, clients, log).
+
+    backend "dpdk" runs nicfw-fastpath, "numba" the fallback (python -m dpdk_app.pyservice,
+    same command line and control channel), "auto" the binary when it is built, else numba;
+    None: "dpdk" when `binary` is given, else $NICFW_FASTPATH_BACKEND, else "dpdk".
+    """
 
     def __init__(
         self,
@@ -421,21 +435,36 @@ class FastPath:
         memory_mb: int = 256,
         eal_extra: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        backend: str | None = None,
     ) -> None:
+        if backend is None:  # an explicit binary means the DPDK app
+            backend = "dpdk" if binary else (os.environ.get(ENV_BACKEND) or "dpdk")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         found = Path(binary) if binary else find_binary()
-        if found is None:
+        if backend == "auto":
+            backend = "dpdk" if found is not None else "numba"
+        self.backend = backend
+        if backend == "numba":
+            command = numba_command()
+            self.binary = Path(command[0])
+        elif found is None:
             raise FastPathError("nicfw-fastpath is not built (make dpdk)")
-        self.binary = found
+        else:
+            command = [str(found)]
+            self.binary = found
         self._tmp = tempfile.TemporaryDirectory(prefix="nicfw-fp-")
         self.ctrl_path = Path(ctrl_path) if ctrl_path else Path(self._tmp.name) / "ctrl.sock"
         self.log_path = Path(self._tmp.name) / "fastpath.log"
-        self.argv = [str(self.binary), *eal_args(vdevs, lcores, memory_mb, eal_extra)]
+        self.argv = [*command, *eal_args(vdevs, lcores, memory_mb, eal_extra)]
         self.argv += ["--", "--ctrl", str(self.ctrl_path), *options]
         self._env = env
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15.0) -> FastPath:
         """Start the process and wait until its control channel answers."""
+        if self.backend == "numba":
+            timeout = max(timeout, NUMBA_START_TIMEOUT)
         with self.log_path.open("wb") as log:
             self._proc = subprocess.Popen(
                 self.argv,
