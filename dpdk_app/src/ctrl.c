@@ -31,6 +31,7 @@
 #include "ctrl.h"
 #include "datapath.h"
 
+#define CTRL_POLL_MS 1
 #define MAX_CLIENTS 16
 #define EVENT_BATCH 256
 #define SUB_BACKLOG (1u << 20)  /* pending bytes at which record draining pauses */
@@ -428,7 +429,9 @@ ctrl_thread(void *arg)
 				pfd[n].events |= POLLOUT;
 			map[n++] = i;
 		}
-		if (poll(pfd, (nfds_t)n, 10) < 0 && errno != EINTR)
+		/* 1 ms: flow records wait here before they reach the controller, and every
+		 * millisecond of that lets an unoffloaded connection send more through the service. */
+		if (poll(pfd, (nfds_t)n, CTRL_POLL_MS) < 0 && errno != EINTR)
 			break;
 		for (int k = 0; k < n; k++) {
 			if (pfd[k].revents == 0)
