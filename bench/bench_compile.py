@@ -281,6 +281,11 @@ def render(results: dict[str, Any]) -> str:
     lines = [head, f"{'figure':<{width}}  {'value':>16}  unit"]
     for key, label, unit, fmt in ROWS:
         lines.append(f"{label:<{width}}  {fmt.format(results[key]):>16}  {unit}")
+    sync = results.get("sync")
+    if sync:
+        rate = f"{sync['full_sync_entries_per_s']:,.0f}"
+        label = f"full sync of {sync['entries']:,} entries (goal 100,000/s)"
+        lines.append(f"{label:<{width}}  {rate:>16}  entries/s")
     return "\n".join(lines)
 
 
@@ -291,13 +296,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--groups", type=int, default=1_000)
     parser.add_argument("--workloads", type=int, default=10_000)
     parser.add_argument("--range-kind", choices=("range", "ternary"), default="range")
+    parser.add_argument(
+        "--sync-entries",
+        type=int,
+        default=50_000,
+        help="also time a full sync of this many entries to the software target (0: skip)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if args.rules < 2 or args.groups < 10 or args.workloads < PER_APP:
         parser.error(f"need at least 2 rules, 10 groups and {PER_APP} workloads")
     results = run(args.workloads, args.groups, args.rules, args.range_kind)
+    if args.sync_entries:
+        results["sync"] = sync_figures(args.sync_entries)
     print(json.dumps(results, indent=2) if args.json else render(results))
     return 0
+
+
+def sync_figures(count: int) -> dict[str, Any]:
+    """The full-sync figures of bench_sync (same machine, same run)."""
+    try:
+        from bench import bench_sync
+    except ImportError:  # run as a script: bench/ itself is on sys.path
+        import bench_sync  # type: ignore[no-redef]
+    return bench_sync.run(count, 1000)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,551 @@
-"""The `nicfw` command line: thin click commands over the library."""
+"""The `nicfw` command line: thin click commands over the library.
+
+Inspection commands read over P4Runtime without arbitration, so they never take the device
+from the controller that programs it; every one offers `--json`.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
 import click
+from rich.console import Console
+from rich.table import Table
+
+from controlplane.policy import PolicyError, load_policy_file, resolve
+from controlplane.render import Labels, entry_rows
+from offload.compiler import CompiledPolicy, CompileOptions, Compiler
+from offload.counters import hits_by_param
+from offload.p4client import P4Client
+from offload.p4errors import P4ClientError
+from offload.p4schema import P4Schema, SchemaError
+from offload.sync import SyncError
+
+DEFAULT_TARGET = "127.0.0.1:9559"
+# Tables are wide: when output is not a terminal (make run, CI logs), do not wrap at 80.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+
+
+class Failure(click.ClickException):
+    """A one-line error and a non-zero exit."""
+
+    def show(self, file: Any = None) -> None:
+        """Print `error: ...` on stderr."""
+        err_console.print(f"[red]error:[/red] {self.message}", highlight=False)
+
+
+@contextmanager
+def failures() -> Iterator[None]:
+    """Turn library errors into one-line CLI errors."""
+    try:
+        yield
+    except PolicyError as exc:
+        raise Failure(str(exc)) from None
+    except (P4ClientError, SyncError, SchemaError, OSError) as exc:
+        raise Failure(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+def emit_json(data: Any) -> None:
+    """Print `data` as JSON (stdout)."""
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def print_rows(title: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    """Print rows as a table."""
+    columns = columns or list(dict.fromkeys(k for row in rows for k in row))
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in columns))
+    console.print(table)
+
+
+def target_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--target HOST:PORT and --device-id."""
+    f = click.option("--device-id", default=1, show_default=True, type=int)(f)
+    return click.option(
+        "--target",
+        "target",
+        default=DEFAULT_TARGET,
+        show_default=True,
+        envvar="NICFW_TARGET_ADDR",
+        metavar="HOST:PORT",
+        help="P4Runtime address of the target.",
+    )(f)
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--json."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
+
+
+def compile_file(path: Path, options: CompileOptions | None = None) -> CompiledPolicy:
+    """Load, resolve and compile a policy file."""
+    return Compiler(options or CompileOptions()).compile(resolve(load_policy_file(path)))
+
+
+def labels_for(policy: Path | None) -> Labels:
+    """Group and rule names for rendering, from a policy file when one is given."""
+    if policy is None:
+        return Labels()
+    return labels_of(compile_file(policy))
+
+
+def labels_of(compiled: CompiledPolicy) -> Labels:
+    """Group and rule names of a compiled policy, for rendering."""
+    encodings = {"src_class": compiled.src_class.encoding, "dst_class": compiled.dst_class.encoding}
+
+    def class_names(field: str, value: int, mask: int) -> str:
+        enc = encodings.get(field)
+        return enc.label(value, mask) if enc else f"{value:#x}&&&{mask:#x}"
+
+    return Labels(class_names=class_names, rule_names=dict(compiled.rule_names))
 
 
 @click.group()
 @click.version_option(package_name="nicfw")
-def cli() -> None:
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def cli(verbose: int) -> None:
     """nicfw: a distributed firewall whose rules run in hardware."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# -- demo and daemon ------------------------------------------------------------------------
+
+
+@cli.command()
+@json_option
+def demo(as_json: bool) -> None:
+    """Run the demo: software target, demo policy, demo traffic; print verdicts and tables."""
+    from controlplane.demo import run_demo
+
+    with failures():
+        result = run_demo()
+    labels = labels_of(result["compiled"])
+    rows = entry_rows(result["entries"], labels, result["counters"])
+    if as_json:
+        emit_json(
+            {k: v for k, v in result.items() if k not in ("entries", "counters", "compiled")}
+            | {"entries": rows}
+        )
+        return
+    sync = result["sync"]
+    console.print(
+        f"[bold]policy applied[/bold]: {sync['inserted']} entries inserted in "
+        f"{sync['total_s'] * 1000:.1f} ms; entries per table {result['compile']['entries']}; "
+        f"ACL entries per rule {result['compile']['acl_entries_per_rule']:.2f}"
+    )
+    for w in result["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+    print_rows("demo traffic", result["traffic"], ["packet", "ingress_port", "verdict", "rule"])
+    print_rows("tables (read back over P4Runtime)", rows)
+    print_rows(
+        "hits per rule",
+        [{"rule": k, "packets": v} for k, v in result["rule_hits"].items()],
+    )
+    if result["target_drops"]:
+        console.print(f"target drops by reason: {result['target_drops']}")
+
+
+@cli.command()
+@click.option(
+    "--target",
+    "target",
+    default=None,
+    metavar="HOST:PORT",
+    help="P4Runtime address of the target; none: start the embedded software target.",
+)
+@click.option("--device-id", default=1, show_default=True, type=int)
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Policy file to enforce and watch (default: the demo policy).",
+)
+@click.option(
+    "-i",
+    "--interface",
+    "interfaces",
+    multiple=True,
+    metavar="PORT@IFACE",
+    help="Embedded target only: attach a pipeline port to an interface.",
+)
+@click.option(
+    "--device-config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Target device config to push with P4Info (BMv2: the p4c JSON).",
+)
+@click.option("--election-id", default=10, show_default=True, type=int)
+@click.option(
+    "--interval",
+    default=0.5,
+    show_default=True,
+    type=float,
+    help="Seconds between checks of the policy file.",
+)
+@click.option("--once", is_flag=True, help="Apply the policy once and exit.")
+@click.option(
+    "--service-port",
+    type=click.IntRange(1, 254),
+    help="Stateful mode: the pipeline port of the firewall service (allows are offloaded).",
+)
+@click.option("--service-iface", metavar="IFACE", help="The interface the fast path polls.")
+@click.option(
+    "--fastpath",
+    type=click.Choice(["dpdk", "numba", "auto"]),
+    default="auto",
+    show_default=True,
+    help="The firewall service backend (auto: dpdk when built).",
+)
+@click.option("--fastpath-ctrl", metavar="PATH", help="Attach to a running fast path's socket.")
+@click.option(
+    "--flow-idle-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0.001),
+    help="Seconds before an idle offloaded flow leaves flow_cache.",
+)
+@click.option(
+    "--flows-db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where flow records are kept for `nicfw flows` (default $NICFW_FLOWS_DB, else "
+    "/run/nicfw/flows.sqlite).",
+)
+def run(
+    target: str | None,
+    device_id: int,
+    policy_path: Path | None,
+    interfaces: tuple[str, ...],
+    device_config: Path | None,
+    election_id: int,
+    interval: float,
+    once: bool,
+    service_port: int | None,
+    service_iface: str | None,
+    fastpath: Literal["dpdk", "numba", "auto"],
+    fastpath_ctrl: str | None,
+    flow_idle_timeout: float,
+    flows_db: Path | None,
+) -> None:
+    """The daemon: program the target from the policy and follow the policy file's changes."""
+    from controlplane.daemon import Daemon, DaemonOptions
+    from controlplane.flows import DEFAULT_FLOWS_DB
+
+    options = DaemonOptions(
+        target=target,
+        device_id=device_id,
+        policy_path=policy_path,
+        interfaces=interfaces,
+        device_config=device_config.read_bytes() if device_config else b"",
+        election_id=election_id,
+        interval=interval,
+        service_port=service_port,
+        service_iface=service_iface,
+        fastpath=fastpath,
+        fastpath_ctrl=fastpath_ctrl,
+        flow_idle_timeout=flow_idle_timeout,
+        flows_db=flows_db or DEFAULT_FLOWS_DB,
+    )
+    with failures():
+        Daemon(options).run(once=once)
+
+
+# -- policy ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def policy() -> None:
+    """Validate, diff and apply policy files."""
+
+
+@policy.command("validate")
+@click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@json_option
+def policy_validate(path: Path, as_json: bool) -> None:
+    """Check a policy file: errors (exit 1) and warnings (shadowed rules, empty groups)."""
+    from controlplane.policy import analyze
+
+    try:
+        pol = load_policy_file(path)
+    except PolicyError as exc:
+        if as_json:
+            emit_json({"ok": False, "errors": [p.format(str(path)) for p in exc.problems]})
+            sys.exit(1)
+        raise Failure(str(exc)) from None
+    resolved = resolve(pol)
+    warnings = analyze(pol, resolved)
+    stats = Compiler(CompileOptions()).compile(resolved).stats
+    if as_json:
+        emit_json(
+            {
+                "ok": True,
+                "warnings": [w.format(str(path)) for w in warnings],
+                "rules": stats.rules,
+                "entries": dict(stats.entries),
+                "acl_entries_per_rule": stats.expansion,
+            }
+        )
+        return
+    for w in warnings:
+        console.print(f"[yellow]warning:[/yellow] {w.format(str(path))}", highlight=False)
+    console.print(
+        f"{path}: ok, {stats.rules} rules -> {sum(stats.entries.values())} entries "
+        f"({stats.expansion:.2f} ACL entries per rule)",
+        highlight=False,
+    )
+
+
+def _connect(target: str, device_id: int, write: bool, election_id: int = 1) -> P4Client:
+    schema = P4Schema.load()
+    return P4Client.connect(
+        target, device_id, election_id=election_id if write else None, schema=schema
+    )
+
+
+@policy.command("diff")
+@click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@target_option
+@json_option
+def policy_diff(path: Path, target: str, device_id: int, as_json: bool) -> None:
+    """What applying PATH would write to the target (read from the target, nothing written)."""
+    from controlplane.agent import POLICY_TABLES
+    from offload.sync import diff, managed_tables, read_state
+
+    with failures():
+        compiled = compile_file(path)
+        client = _connect(target, device_id, write=False)
+        try:
+            schema = client.schema
+            assert schema is not None
+            managed = managed_tables(schema, POLICY_TABLES)
+            defaults = sorted({e.table for e in compiled.entries() if e.is_default})
+            changes = diff(compiled.entries(), read_state(client, schema, managed, defaults))
+        finally:
+            client.close()
+    labels = labels_for(path)
+    rows = {
+        "insert": entry_rows(changes.inserts, labels),
+        "modify": entry_rows(changes.modifies, labels),
+        "delete": entry_rows(changes.deletes, labels),
+    }
+    if as_json:
+        emit_json({**rows, "unchanged": changes.unchanged})
+        return
+    for kind, kind_rows in rows.items():
+        if kind_rows:
+            print_rows(f"{kind} ({len(kind_rows)})", kind_rows)
+    console.print(
+        f"{len(changes.inserts)} to insert, {len(changes.modifies)} to modify, "
+        f"{len(changes.deletes)} to delete, {changes.unchanged} unchanged"
+    )
+
+
+@policy.command("apply")
+@click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@target_option
+@click.option(
+    "--election-id",
+    default=20,
+    show_default=True,
+    type=int,
+    help="Election id to arbitrate with (must be the highest to write).",
+)
+@json_option
+def policy_apply(path: Path, target: str, device_id: int, election_id: int, as_json: bool) -> None:
+    """Enforce PATH on the target now: only the entries that differ are written."""
+    from controlplane.agent import HostAgent
+
+    with failures():
+        pol = load_policy_file(path)  # a bad file fails here, before touching the target
+        client = _connect(target, device_id, write=True, election_id=election_id)
+        try:
+            assert client.schema is not None
+            agent = HostAgent(client, client.schema)
+            with _progress("writing entries") as progress:
+                result = agent.apply(pol, progress)
+        finally:
+            client.close()
+    if as_json:
+        emit_json(result.report.as_dict())
+        return
+    r = result.report
+    console.print(
+        f"applied {path}: {r.inserted} inserted, {r.modified} modified, {r.deleted} deleted, "
+        f"{r.unchanged} unchanged in {r.total_s * 1000:.1f} ms",
+        highlight=False,
+    )
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr for long writes (silent when not a terminal)."""
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+# -- inspection -----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("table", required=False)
+@target_option
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Name groups and rules from this policy.",
+)
+@json_option
+def tables(
+    table: str | None, target: str, device_id: int, policy_path: Path | None, as_json: bool
+) -> None:
+    """Entries read from the target, as readable rows (TABLE: name or alias; default all)."""
+    with failures():
+        client = _connect(target, device_id, write=False)
+        try:
+            assert client.schema is not None
+            name = client.schema.table(table).name if table else None
+            entries = client.read_table_entries(client.schema, name)
+        finally:
+            client.close()
+        rows = entry_rows(entries, labels_for(policy_path))
+    if as_json:
+        emit_json(rows)
+    else:
+        print_rows(f"{len(rows)} entries", rows)
+
+
+@cli.command()
+@target_option
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Name rules from this policy.",
+)
+@json_option
+def counters(target: str, device_id: int, policy_path: Path | None, as_json: bool) -> None:
+    """Hits per rule, summed over each rule's ACL entries."""
+    with failures():
+        client = _connect(target, device_id, write=False)
+        try:
+            assert client.schema is not None
+            counts = client.read_direct_counters(client.schema)
+        finally:
+            client.close()
+        names = labels_for(policy_path).rule_names
+    rows = [
+        {
+            "rule_id": rid,
+            "rule": names.get(rid, "(default)" if rid == 0 else ""),
+            "packets": c.packets,
+            "bytes": c.bytes,
+        }
+        for rid, c in sorted(hits_by_param(counts).items())
+    ]
+    if as_json:
+        emit_json(rows)
+    else:
+        print_rows("hits per rule", rows)
+
+
+@cli.command()
+@click.option(
+    "--db",
+    "db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The flow records file of `nicfw run --service-port` (default as `run`'s).",
+)
+@click.option("--rule", default=None, help="Only flows decided by this rule (name or id).")
+@click.option("--active", is_flag=True, help="Only flows that have not ended.")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="The newest N flows.")
+@json_option
+def flows(
+    db: Path | None, rule: str | None, active: bool, limit: int | None, as_json: bool
+) -> None:
+    """Connections the firewall service decided, and the rule that decided each."""
+    from controlplane.flows import DEFAULT_FLOWS_DB, read_flows_file
+
+    with failures():
+        found = read_flows_file(db or DEFAULT_FLOWS_DB, rule, active, limit)
+    rows = [f.to_dict() for f in found]
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        r["rule"] = r["rule"] or ("(default)" if not r["rule_id"] else "")
+    columns = ["src", "sport", "dst", "dport", "proto", "verdict", "rule", "rule_id", "state"]
+    print_rows("flows", rows, [*columns, "offloaded", "packets"])
+
+
+# -- target and benchmarks ------------------------------------------------------------------
+
+
+def _mount_target() -> None:
+    from offload.target.cli import target_command
+
+    cli.add_command(target_command, "target")
+
+
+_mount_target()
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks (each prints a table; --json for figures)."""
+
+
+def _bench_command(name: str, module: str, help_text: str) -> None:
+    @bench.command(
+        name,
+        help=help_text,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+    @click.pass_context
+    def command(ctx: click.Context) -> None:
+        import importlib
+
+        root = Path(__file__).resolve().parent.parent
+        if (root / "bench").is_dir() and str(root) not in sys.path:
+            sys.path.insert(0, str(root))  # bench/ lives beside the packages in a checkout
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            raise Failure(f"{module} is not available: run benchmarks from a checkout") from exc
+        code = mod.main(list(ctx.args))
+        sys.exit(code or 0)
+
+
+_bench_command(
+    "compile",
+    "bench.bench_compile",
+    "Compile 10K rules / 1K groups / 10K workloads; a one-rule change; sync 50K entries.",
+)
+_bench_command(
+    "target", "bench.bench_target", "P4Runtime write rate and packet rate of the target."
+)
+_bench_command("sync", "bench.bench_sync", "Full and incremental sync to the software target.")
+_bench_command(
+    "classify",
+    "bench.bench_classify",
+    "Classification on ClassBench rules: numba vs rte_acl (--rules, --trace, --verify).",
+)
 
 
 def main() -> None:

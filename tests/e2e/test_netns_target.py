@@ -13,14 +13,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
+from netns import ADDR, CLIENT, MAC, PING, SERVER, Topology, hosts
 from vectors.p4rt import Client, Update
 from vectors.session import load_p4info, next_election
 from vectors.targets import P4INFO
@@ -36,73 +34,14 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("ip") is None, reason="`ip` (iproute2) is not installed"),
 ]
 
-MAC = {1: "02:00:00:00:00:01", 2: "02:00:00:00:00:02"}
-ADDR = {1: "10.0.0.1", 2: "10.0.0.2"}
 ALLOWED_PORT, DENIED_PORT = 5001, 5002
 TRANSFER = 1 << 20
 
 
-def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=30)
-
-
-@dataclass
-class Topology:
-    """The namespaces and the root-side veth ends attached to the target."""
-
-    ns: dict[int, str]
-    switch_if: dict[int, str]
-    host_if: dict[int, str]
-
-    def run(self, host: int, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["ip", "netns", "exec", self.ns[host], *cmd],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def popen(self, host: int, *cmd: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            ["ip", "netns", "exec", self.ns[host], *cmd],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-
 @pytest.fixture(scope="module")
 def topology() -> Iterator[Topology]:
-    tag = f"{os.getpid() % 100000}"
-    topo = Topology(
-        ns={h: f"nicfw-h{h}-{tag}" for h in (1, 2)},
-        switch_if={h: f"nfs{h}-{tag}" for h in (1, 2)},
-        host_if={h: f"nfh{h}-{tag}" for h in (1, 2)},
-    )
-    try:
-        for h in (1, 2):
-            ns, sw, host = topo.ns[h], topo.switch_if[h], topo.host_if[h]
-            sh("ip", "netns", "add", ns)
-            sh("ip", "link", "add", host, "type", "veth", "peer", "name", sw)
-            sh("ip", "link", "set", host, "netns", ns)
-            sh("ip", "link", "set", sw, "up")
-            # Keep the root namespace's own IPv6 chatter off the test link.
-            sh("sysctl", "-q", "-w", f"net.ipv6.conf.{sw}.disable_ipv6=1", check=False)
-            inside = ["ip", "netns", "exec", ns]
-            sh(*inside, "ip", "link", "set", host, "address", MAC[h])
-            sh(*inside, "ip", "addr", "add", f"{ADDR[h]}/24", "dev", host)
-            sh(*inside, "ip", "link", "set", host, "up")
-            sh(*inside, "ip", "link", "set", "lo", "up")
-            # Frames must leave the host complete: no segmentation or checksum offload
-            # (a software switch on AF_PACKET sees them before the NIC would have).
-            if shutil.which("ethtool"):
-                sh(*inside, "ethtool", "-K", host, "tx", "off", "tso", "off", "gso", "off",
-                   check=False)  # fmt: skip
+    with hosts(f"{os.getpid() % 100000}") as topo:
         yield topo
-    finally:
-        for h in (1, 2):
-            subprocess.run(["ip", "netns", "del", topo.ns[h]], capture_output=True)
-            subprocess.run(["ip", "link", "del", topo.switch_if[h]], capture_output=True)
 
 
 def l2(mac: str, port: int) -> Entry:
@@ -150,41 +89,6 @@ def counters(client: Client) -> dict[int, tuple[int, int]]:
     return out
 
 
-# `ping` (iputils) is not always installed; this is the same ICMP echo, from a raw socket.
-PING = textwrap.dedent(
-    """
-    import os, socket, struct, sys, time
-
-    def checksum(data):
-        total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-        while total >> 16:
-            total = (total & 0xFFFF) + (total >> 16)
-        return ~total & 0xFFFF
-
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    s.settimeout(2)
-    ident, replies = os.getpid() & 0xFFFF, 0
-    for seq in range(1, int(sys.argv[2]) + 1):
-        body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"nicfw-ping-" * 4
-        body = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
-        s.sendto(body, (sys.argv[1], 0))
-        deadline = time.monotonic() + 2
-        while time.monotonic() < deadline:
-            try:
-                packet = s.recv(2048)
-            except socket.timeout:
-                break
-            icmp = packet[(packet[0] & 15) * 4:]
-            if icmp[0] == 0 and struct.unpack("!HH", icmp[4:8]) == (ident, seq):
-                replies += 1
-                break
-        time.sleep(0.1)
-    print(replies)
-    sys.exit(0 if replies == int(sys.argv[2]) else 1)
-    """
-)
-
-
 def test_ping(topology: Topology, firewall: tuple[SoftwareTarget, Client]) -> None:
     _target, client = firewall
     before = counters(client)[1]
@@ -192,37 +96,6 @@ def test_ping(topology: Topology, firewall: tuple[SoftwareTarget, Client]) -> No
     assert ping.returncode == 0, ping.stdout + ping.stderr
     after = counters(client)[1]
     assert after[0] - before[0] >= 6  # 3 requests and 3 replies hit the ICMP rule
-
-
-SERVER = textwrap.dedent(
-    """
-    import hashlib, socket, sys
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[1])))
-    s.listen(1)
-    print("ready", flush=True)
-    conn, _ = s.accept()
-    digest, total = hashlib.sha256(), 0
-    while chunk := conn.recv(65536):
-        digest.update(chunk)
-        total += len(chunk)
-        if total >= int(sys.argv[2]):
-            break
-    conn.sendall(f"{total} {digest.hexdigest()}".encode())
-    conn.close()
-    """
-)
-
-CLIENT = textwrap.dedent(
-    """
-    import os, socket, sys
-    data = bytes(range(256)) * (int(sys.argv[3]) // 256)
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[4]))
-    s.sendall(data)
-    print(s.recv(1024).decode())
-    """
-)
 
 
 def test_tcp_transfer_of_1mb(topology: Topology, firewall: tuple[SoftwareTarget, Client]) -> None:

@@ -1,0 +1,218 @@
+"""`nicfw run`: the host daemon.
+
+It connects to the host's target as the primary controller (or starts the embedded software
+target), makes sure the target runs firewall.p4, enforces the policy file and follows its
+changes: each change is checked first, and only a good policy reaches the target, as a diff.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from controlplane.agent import HostAgent
+from controlplane.policy import Policy, PolicyError, demo_policy_text, load_policy, load_policy_file
+from controlplane.service import Backend, ServiceController, ServiceOptions
+from offload.compiler import CompileOptions
+from offload.p4client import P4Client
+from offload.p4schema import P4Schema
+from offload.packetio import PacketIn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    """How the daemon runs."""
+
+    target: str | None = None  # None: start the embedded software target
+    device_id: int = 1
+    policy_path: Path | None = None  # None: the demo policy
+    interfaces: tuple[str, ...] = ()  # embedded target: PORT@IFACE
+    device_config: bytes = b""
+    election_id: int = 10
+    interval: float = 0.5
+    service_port: int | None = None  # stateful mode: the pipeline's service port
+    service_iface: str | None = None  # the interface the fast path polls (the port's peer)
+    fastpath: Backend = "auto"
+    fastpath_ctrl: str | None = None  # attach to a running fast path instead
+    flow_idle_timeout: float = 60.0
+    flows_db: Path | None = None
+
+
+def same_pipeline(client: P4Client, schema: P4Schema) -> bool:
+    """Whether the target already runs this P4Info (then its entries are kept on restart)."""
+    current = client.get_pipeline(response_type=0)
+    return current.p4info is not None and current.p4info == schema.p4info
+
+
+class PolicyWatcher:
+    """Notices a changed policy file by modification time and size."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stamp = self._stamp()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def changed(self) -> bool:
+        """True once per change of the file."""
+        stamp = self._stamp()
+        if stamp == self.stamp:
+            return False
+        self.stamp = stamp
+        return stamp is not None
+
+
+class Daemon:
+    """The control-plane daemon of one host."""
+
+    def __init__(self, options: DaemonOptions) -> None:
+        self.options = options
+        self.schema = P4Schema.load()
+        self.stop_event = threading.Event()
+        self.agent: HostAgent | None = None
+        self.service: ServiceController | None = None
+        self.address = options.target or ""
+
+    def _policy(self) -> Policy:
+        if self.options.policy_path is None:
+            return load_policy(demo_policy_text(), "demo/policy.yaml")
+        return load_policy_file(self.options.policy_path)
+
+    @contextmanager
+    def _target(self) -> Iterator[str]:
+        if self.options.target is not None:
+            yield self.options.target
+            return
+        from offload.target import SoftwareTarget
+        from offload.target.cli import parse_interface
+
+        interfaces = dict(parse_interface(i) for i in self.options.interfaces)
+        target = SoftwareTarget("127.0.0.1:9559", self.options.device_id, interfaces=interfaces)
+        address = target.start()
+        log.info("embedded software target listening on %s", address)
+        try:
+            yield address
+        finally:
+            target.stop()
+
+    def _service_options(self) -> ServiceOptions:
+        o = self.options
+        assert o.service_port is not None
+        return ServiceOptions(
+            service_port=o.service_port,
+            iface=o.service_iface,
+            backend=o.fastpath,
+            ctrl_path=o.fastpath_ctrl,
+            idle_timeout_s=o.flow_idle_timeout,
+            flows_db=o.flows_db,
+        )
+
+    def on_packet_in(self, packet: PacketIn) -> None:
+        """Packets the pipeline sent to the controller (no service port configured)."""
+        header = packet.service_header
+        log.info(
+            "packet-in: reason %d, port %d, rule %d, %d bytes",
+            header.reason,
+            header.ingress_port,
+            header.rule_id,
+            len(packet.payload),
+        )
+
+    def run(self, once: bool = False) -> None:
+        """Program the target and follow the policy until stopped (or once)."""
+        policy = self._policy()  # a bad policy stops the daemon before it touches the target
+        with ExitStack() as stack:
+            self.address = stack.enter_context(self._target())
+            client = P4Client.connect(
+                self.address,
+                self.options.device_id,
+                election_id=self.options.election_id,
+                schema=self.schema,
+                wait_for_target=True,
+            )
+            stack.callback(client.close)
+            client.on_packet_in = self.on_packet_in
+            options = CompileOptions()
+            if self.options.service_port is not None:
+                options = CompileOptions(stateful=True, service_port=self.options.service_port)
+                self.service = ServiceController(client, self.schema, self._service_options())
+                self.service.start()
+                stack.callback(self.service.stop)
+            agent = self.agent = HostAgent(client, self.schema, options, self.service)
+            if not same_pipeline(client, self.schema):
+                agent.push_pipeline(self.options.device_config)
+            result = agent.apply(policy)
+            for w in result.warnings:
+                log.warning("%s", w)
+            print(
+                f"nicfw: policy enforced on {self.address}: {result.report.inserted} inserted, "
+                f"{result.report.modified} modified, {result.report.deleted} deleted",
+                flush=True,
+            )
+            if once:
+                return
+            self._install_signals()
+            watcher = PolicyWatcher(self.options.policy_path) if self.options.policy_path else None
+            while not self.stop_event.wait(self.options.interval):
+                if watcher is not None and watcher.changed():
+                    self.reload()
+
+    def reload(self) -> None:
+        """Re-read the policy file; enforce it if it is good, keep the old one otherwise."""
+        assert self.agent is not None
+        try:
+            policy = self._policy()
+        except PolicyError as exc:
+            log.error("policy change rejected, keeping the enforced policy:\n%s", exc)
+            return
+        try:
+            result = self.agent.apply(policy)
+        except Exception as exc:  # the daemon outlives one failed write
+            log.error("policy change failed on the target: %s", exc)
+            return
+        r = result.report
+        log.warning(
+            "policy change enforced: %d inserted, %d modified, %d deleted",
+            r.inserted,
+            r.modified,
+            r.deleted,
+        )
+        resim = result.resimulation
+        if resim is not None:
+            log.warning(
+                "flows resimulated in %.1f ms: %d tracked (%d removed), %d offloaded "
+                "(%d removed, %d updated)",
+                resim.seconds * 1e3,
+                resim.fastpath_checked,
+                resim.fastpath_removed,
+                resim.offloaded_checked,
+                resim.offloads_removed,
+                resim.offloads_updated,
+            )
+
+    def stop(self) -> None:
+        """Ask the run loop to end."""
+        self.stop_event.set()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)

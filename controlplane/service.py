@@ -1,0 +1,538 @@
+"""The service controller: runs the firewall service fast path and offloads its decisions.
+
+The fast path (dpdk_app: the DPDK binary on the service interface through net_af_packet, or
+any process speaking the same control channel, such as the numba drop-in
+`python -m dpdk_app.pyservice`) decides the packets the pipeline punts to it. This controller
+loads the compiled rule set into it, follows its flow records and, for each NEW allow, writes
+`flows.flow_cache` entries for both directions of the connection (idle timeout set), so the
+rest of the connection is decided in the target.
+
+Timeouts, hardware and software: while a flow is offloaded the fast path sees none of its
+packets, so its own state ages; the hardware's idle timeout is what says a flow went quiet.
+- A fast-path END for FIN/RST removes the flow's entries; an END for a fast-path timeout of a
+  flow that is offloaded does not (the hardware carries it; its idle timeout decides).
+- A hardware idle timeout removes the entries once both directions are idle. If the fast path
+  still tracks the flow, only the hardware entries go: the next packet is decided by the fast
+  path's state (the connection is not broken) and the reconcile loop re-offloads the flow as
+  soon as the fast path has seen it again (FLOW_DUMP shows a newer `last_seen_ns`).
+- The fast path's TCP established timeout must be at least the hardware idle timeout.
+
+On a policy change the new rule set is loaded, the fast path RESIMULATEs its tracked flows and
+the controller re-checks every offloaded flow against the new rules (they may have outlived
+their fast-path state): entries of flows no longer allowed are deleted, still-allowed flows
+are left as they are (a changed deciding rule is a MODIFY of the rule id). A NEW record
+decided by the previous rule set that arrives after the change is checked against the new
+rules before it is offloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import numpy as np
+
+from controlplane.flows import FlowKey, FlowRecord, FlowStore, records_to_flows
+from dpdk_app.classifier.headers import headers_from_ints
+from dpdk_app.fastpath import ControlClient, FastPath, FastPathError, FlowSubscription, find_binary
+from dpdk_app.layout import ACT_ALLOW, EV_END, EV_NEW, EV_UPDATE
+from dpdk_app.reference import NO_MATCH, first_match
+from offload import names
+from offload.compiler.fastpath import FastPathRules, compile_fastpath
+from offload.compiler.rules import ResolvedPolicy
+from offload.entries import Entry, EntryKey, Exact
+from offload.p4client import DELETE, INSERT, MODIFY, P4Client
+from offload.p4errors import WriteError
+from offload.p4schema import P4Schema
+from offload.proto import rpc_code
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["dpdk", "numba", "auto"]
+BACKENDS: Final = ("dpdk", "numba", "auto")
+ICMP_ECHO_REPLY: Final = {1: (8, 0), 58: (128, 129)}  # proto -> (request type, reply type)
+TCP_DONE_STATES: Final = frozenset({5, 6})  # TIME_WAIT (both FINs), CLOSED (RST)
+
+
+class ServiceError(RuntimeError):
+    """The service could not be started or configured as asked."""
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """How the firewall service runs and how its flows are offloaded."""
+
+    service_port: int
+    iface: str | None = None  # the interface the fast path polls (the service port's peer)
+    backend: Backend = "auto"
+    ctrl_path: str | None = None  # attach to a running fast path instead of starting one
+    idle_timeout_s: float = 60.0  # flow_cache idle timeout
+    tcp_est_timeout_s: int = 7440  # the fast path's; >= idle_timeout_s
+    batch_size: int = 64
+    reconcile_interval_s: float = 0.5
+    flows_db: Path | None = None
+    max_flows: int = 100_000
+    fastpath_options: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        """Raise ServiceError on inconsistent options."""
+        if self.backend not in BACKENDS:
+            raise ServiceError(f"backend must be one of {', '.join(BACKENDS)}: {self.backend!r}")
+        if not 0 < self.service_port < names.CPU_PORT:
+            raise ServiceError(f"service port {self.service_port} out of range")
+        if self.ctrl_path is None and not self.iface:
+            raise ServiceError("the service needs an interface (--service-iface) or a ctrl path")
+        if self.idle_timeout_s <= 0 or self.tcp_est_timeout_s < self.idle_timeout_s:
+            raise ServiceError(
+                f"the fast path's TCP established timeout ({self.tcp_est_timeout_s} s) must be "
+                f"at least the hardware idle timeout ({self.idle_timeout_s} s), both > 0"
+            )
+
+
+def choose_backend(backend: Backend) -> Literal["dpdk", "numba"]:
+    """`auto` is dpdk when the binary is built, else numba."""
+    if backend == "auto":
+        return "dpdk" if find_binary() is not None else "numba"
+    return backend
+
+
+def launch(options: ServiceOptions) -> FastPath:
+    """Start the fast path on the service interface; the numba drop-in takes the same argv."""
+    backend = choose_backend(options.backend)
+    fp_options = ["--tcp-est-timeout", str(int(options.tcp_est_timeout_s))]
+    fp_options += list(options.fastpath_options)
+    vdevs = [f"net_af_packet0,iface={options.iface}"]
+    fp = FastPath(vdevs, options=fp_options, backend=backend)
+    try:
+        return fp.start()
+    except FastPathError as exc:
+        fp.close()
+        raise ServiceError(f"the {backend} fast path did not start: {exc}") from exc
+
+
+def flow_keys(flow: FlowRecord) -> list[tuple[int, int, int, int, int]]:
+    """flow_cache keys for the flow: its own direction, then the reply direction if any."""
+    fwd = (flow.src, flow.dst, flow.proto, flow.sport, flow.dport)
+    if flow.proto in ICMP_ECHO_REPLY:
+        request, reply = ICMP_ECHO_REPLY[flow.proto]
+        if flow.dport >> 8 != request:
+            return [fwd]  # only echo has a reply the pipeline could key on
+        return [fwd, (flow.dst, flow.src, flow.proto, flow.sport, reply << 8)]
+    return [fwd, (flow.dst, flow.src, flow.proto, flow.dport, flow.sport)]
+
+
+def flow_entry(key: tuple[int, int, int, int, int], rule_id: int, idle_ns: int) -> Entry:
+    """One flow_cache entry allowing a 5-tuple on behalf of `rule_id`."""
+    src, dst, proto, sport, dport = key
+    match = {
+        "ip_src": Exact(src),
+        "ip_dst": Exact(dst),
+        "ip_proto": Exact(proto),
+        "l4_src": Exact(sport),
+        "l4_dst": Exact(dport),
+    }
+    return Entry.make(
+        names.FLOW_CACHE,
+        match,
+        names.FLOW_ALLOW,
+        {"rule_id": rule_id},
+        idle_timeout_ns=idle_ns,
+    )
+
+
+@dataclass
+class ResimulationReport:
+    """What a policy change did to the flows."""
+
+    rules: int = 0
+    build_ns: int = 0
+    fastpath_checked: int = 0
+    fastpath_removed: int = 0
+    fastpath_ns: int = 0
+    offloaded_checked: int = 0
+    offloads_removed: int = 0
+    offloads_updated: int = 0
+    controller_ns: int = 0
+
+    @property
+    def seconds(self) -> float:
+        """Resimulation time, fast path and controller together."""
+        return (self.fastpath_ns + self.controller_ns) / 1e9
+
+
+@dataclass
+class _Offload:
+    flow: FlowRecord
+    entries: tuple[Entry, ...]
+    idle: dict[int, float] = field(default_factory=dict)  # entry index -> monotonic time
+
+
+class ServiceController:
+    """Loads rules into the fast path and keeps flow_cache in step with its decisions."""
+
+    def __init__(
+        self,
+        client: P4Client,
+        schema: P4Schema,
+        options: ServiceOptions,
+        fastpath: FastPath | None = None,
+        store: FlowStore | None = None,
+        control: ControlClient | None = None,
+    ) -> None:
+        options.check()
+        self.client = client
+        self.schema = schema
+        self.options = options
+        self.fastpath = fastpath
+        self.store = store or FlowStore(options.max_flows, options.flows_db)
+        self.rule_names: dict[int, str] = {}
+        self.rules: FastPathRules | None = None
+        self.idle_ns = int(options.idle_timeout_s * 1e9)
+        self._offloads: dict[FlowKey, _Offload] = {}
+        self._by_entry: dict[EntryKey, tuple[FlowKey, int]] = {}
+        self._demoted: dict[FlowKey, int] = {}  # flow -> wall ns when its entries went
+        self._lock = threading.RLock()
+        self._ctl_lock = threading.Lock()
+        self._ctl = control  # an already connected control client (tests, embedding)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.counters = {"offloaded": 0, "reoffloaded": 0, "removed": 0, "write_errors": 0}
+        self.counters["refused"] = 0
+        self._last_error_log = -1e9
+        self._rules_since_ns = 0  # wall clock of the last rule-set swap
+        # first packet seen by the fast path -> flow_cache written, wall ns (recent NEW flows)
+        self.offload_latency_ns: deque[int] = deque(maxlen=4096)
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def ctrl_path(self) -> str:
+        """The fast path's control socket."""
+        if self.fastpath is not None:
+            return str(self.fastpath.ctrl_path)
+        assert self.options.ctrl_path is not None
+        return self.options.ctrl_path
+
+    def start(self) -> ServiceController:
+        """Start (or attach to) the fast path and follow its flow records."""
+        if self.fastpath is None and self.options.ctrl_path is None:
+            self.fastpath = launch(self.options)
+        if self._ctl is None:
+            self._ctl = ControlClient(self.ctrl_path)
+        subscription = FlowSubscription(self.ctrl_path)
+        previous = self.client.on_idle_timeout
+        if previous is not None and previous != self.on_idle_timeout:
+            log.warning("replacing the P4 client's idle-timeout handler")
+        self.client.on_idle_timeout = self.on_idle_timeout
+        self._thread = threading.Thread(
+            target=self._follow, args=(subscription,), name="nicfw-service", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop following records; stop the fast path if this controller started it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.client.on_idle_timeout == self.on_idle_timeout:
+            self.client.on_idle_timeout = None
+        if self._ctl is not None:
+            self._ctl.close()
+        if self.fastpath is not None and self.options.ctrl_path is None:
+            self.fastpath.close()
+        self.store.close()
+
+    def __enter__(self) -> ServiceController:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _control(self) -> ControlClient:
+        if self._ctl is None:
+            raise ServiceError("the service controller is not started")
+        return self._ctl
+
+    def fastpath_stats(self) -> dict[str, Any]:
+        """The fast path's counters (rx, tx, allowed, flows_active, ...)."""
+        with self._ctl_lock:
+            return self._control().stats()
+
+    def offloaded(self) -> list[FlowRecord]:
+        """Flows whose flow_cache entries are written."""
+        with self._lock:
+            return [o.flow for o in self._offloads.values()]
+
+    # ------------------------------------------------------------------ rules
+    def load_policy(self, resolved: ResolvedPolicy, host: str | None = None) -> ResimulationReport:
+        """Load the policy's rule set; after the first load, resimulate the flows."""
+        rules = compile_fastpath(resolved, host)
+        first = self.rules is None
+        report = ResimulationReport(rules=len(rules))
+        with self._ctl_lock:
+            ctl = self._control()
+            loaded = ctl.load_rules(rules.rules)
+            report.build_ns = loaded.build_ns
+            self.rules, self.rule_names = rules, dict(resolved.rule_names)
+            self._rules_since_ns = time.time_ns()
+            if first:
+                return report
+            resim = ctl.resimulate()
+        report.fastpath_checked, report.fastpath_ns = resim.checked, resim.elapsed_ns
+        report.fastpath_removed = int(np.count_nonzero(resim.records["event"] == EV_END))
+        self.handle_records(resim.records, resimulated=True)
+        self._recheck_offloads(rules, report)
+        log.info(
+            "resimulation: fast path %d flows (%d removed) in %.1f ms; %d offloaded flows "
+            "(%d removed, %d updated) in %.1f ms",
+            report.fastpath_checked,
+            report.fastpath_removed,
+            report.fastpath_ns / 1e6,
+            report.offloaded_checked,
+            report.offloads_removed,
+            report.offloads_updated,
+            report.controller_ns / 1e6,
+        )
+        return report
+
+    def _recheck_offloads(self, rules: FastPathRules, report: ResimulationReport) -> None:
+        start = time.perf_counter_ns()
+        with self._lock:
+            items = list(self._offloads.items())
+        report.offloaded_checked = len(items)
+        if items:
+            flows = [o.flow for _, o in items]
+            headers = headers_from_ints(
+                [f.src for f in flows],
+                [f.dst for f in flows],
+                [f.sport for f in flows],
+                [f.dport for f in flows],
+                [f.proto for f in flows],
+            )
+            winners = first_match(rules.rules, headers)
+            actions = rules.rules["action"][winners]
+            rule_ids = rules.rules["rule_id"][winners]
+            gone, changed = [], []
+            for (key, off), idx, act, rid in zip(items, winners, actions, rule_ids, strict=True):
+                if idx == NO_MATCH or act != ACT_ALLOW:
+                    gone.append(key)
+                elif int(rid) != off.flow.rule_id:
+                    changed.append((key, int(rid)))
+            self._unoffload(gone)
+            self._modify_rule(changed)
+            report.offloads_removed, report.offloads_updated = len(gone), len(changed)
+        report.controller_ns = time.perf_counter_ns() - start
+
+    # ------------------------------------------------------------------ records
+    def _follow(self, subscription: FlowSubscription) -> None:
+        last_reconcile = time.monotonic()
+        with subscription:
+            while not self._stop.is_set():
+                try:
+                    records = subscription.read(timeout=0.1)
+                except (FastPathError, OSError) as exc:
+                    if not self._stop.is_set():
+                        log.error("flow record stream ended: %s", exc)
+                    return
+                try:
+                    if len(records):
+                        self.handle_records(records)
+                    now = time.monotonic()
+                    if self._demoted and now - last_reconcile >= self.options.reconcile_interval_s:
+                        last_reconcile = now
+                        self.reconcile()
+                except Exception:  # one bad batch must not end offloading
+                    log.exception("handling flow records failed")
+
+    def handle_records(self, records: np.ndarray, resimulated: bool = False) -> None:
+        """Store flow records and offload, update or remove flows accordingly."""
+        flows = self.store.update(records_to_flows(records, self.rule_names))
+        new: list[FlowRecord] = []
+        done: list[FlowKey] = []
+        changed: list[tuple[FlowKey, int]] = []
+        for flow, rec in zip(flows, records, strict=True):
+            event = int(rec["event"])
+            if event == EV_NEW and flow.verdict == "allow":
+                new.append(flow)
+            elif event == EV_UPDATE and flow.verdict == "allow" and flow.key in self._offloads:
+                if self._offloads[flow.key].flow.rule_id != flow.rule_id:
+                    changed.append((flow.key, flow.rule_id))
+            elif event == EV_END:
+                self._demoted.pop(flow.key, None)
+                # A fast-path timeout of an offloaded flow: the hardware carried its packets,
+                # so the hardware idle timeout decides (see the module docstring).
+                timed_out = flow.verdict == "allow" and int(rec["tcp_state"]) not in TCP_DONE_STATES
+                if resimulated or not timed_out or flow.key not in self._offloads:
+                    done.append(flow.key)
+        self.offload(new)
+        if new:
+            now = time.time_ns()
+            self.offload_latency_ns.extend(now - f.first_seen_ns for f in new if f.first_seen_ns)
+        self._modify_rule(changed)
+        self._unoffload(done)
+
+    def offload(self, flows: Iterable[FlowRecord], again: bool = False) -> int:
+        """Write flow_cache entries (both directions) for allowed flows; ALREADY_EXISTS is fine.
+
+        A flow whose entries the target refused (flow_cache full, ...) is not recorded as
+        offloaded: its packets keep going to the service, which still decides them.
+        """
+        batch: list[Entry] = []
+        owners: list[FlowKey] = []
+        flows = self._still_allowed(list(flows))
+        with self._lock:
+            for flow in flows:
+                if flow.key in self._offloads:
+                    continue
+                keys = flow_keys(flow)
+                entries = tuple(flow_entry(k, flow.rule_id, self.idle_ns) for k in keys)
+                off = self._offloads[flow.key] = _Offload(flow, entries)
+                for i, e in enumerate(off.entries):
+                    self._by_entry[e.key] = (flow.key, i)
+                batch.extend(entries)
+                owners.extend([flow.key] * len(entries))
+                self._demoted.pop(flow.key, None)
+                self.store.mark_offloaded(flow.key)
+                self.counters["reoffloaded" if again else "offloaded"] += 1
+        failed = self._write(INSERT, batch, rpc_code.ALREADY_EXISTS)
+        if failed:
+            refused = {owners[i] for i in failed}
+            self._unoffload(refused)
+            self.counters["refused"] += len(refused)
+        return len(batch) - len(failed)
+
+    def _still_allowed(self, flows: list[FlowRecord]) -> list[FlowRecord]:
+        # A record decided by the previous rule set can arrive after a policy change was
+        # resimulated; it is checked against the current rules so it cannot outlive them.
+        rules = self.rules
+        stale = [f for f in flows if f.first_seen_ns and f.first_seen_ns < self._rules_since_ns]
+        if rules is None or not stale:
+            return flows
+        refused = {f.key for f in stale if not _allows(rules, f)}
+        return [f for f in flows if f.key not in refused]
+
+    def _unoffload(self, keys: Iterable[FlowKey]) -> int:
+        batch: list[Entry] = []
+        with self._lock:
+            for key in keys:
+                off = self._offloads.pop(key, None)
+                if off is None:
+                    continue
+                for e in off.entries:
+                    self._by_entry.pop(e.key, None)
+                batch.extend(off.entries)
+                self.store.mark_offloaded(key, False)
+                self.counters["removed"] += 1
+        self._write(DELETE, batch, rpc_code.NOT_FOUND)
+        return len(batch)
+
+    def _modify_rule(self, changed: Iterable[tuple[FlowKey, int]]) -> None:
+        batch: list[Entry] = []
+        with self._lock:
+            for key, rule_id in changed:
+                off = self._offloads.get(key)
+                if off is None:
+                    continue
+                entries = tuple(flow_entry(_key_of(e), rule_id, self.idle_ns) for e in off.entries)
+                off.entries = entries
+                off.flow = replace(off.flow, rule_id=rule_id, rule=self.rule_names.get(rule_id, ""))
+                batch.extend(entries)
+        self._write(MODIFY, batch, rpc_code.NOT_FOUND)
+
+    def _write(self, op: int, entries: list[Entry], tolerated: int) -> list[int]:
+        """Write in batches; the indexes of the entries that failed for another reason."""
+        if not entries:
+            return []
+        try:
+            self.client.write_entries(self.schema, op, entries, batch_size=self.options.batch_size)
+        except WriteError as exc:
+            failed = [e for e in exc.errors if e.code != tolerated]
+            if failed:
+                self.counters["write_errors"] += len(failed)
+                now = time.monotonic()
+                if now - self._last_error_log >= 5.0:  # a full flow_cache fails every write
+                    self._last_error_log = now
+                    shown = "; ".join(str(e) for e in failed[:3])
+                    log.error(
+                        "flow_cache write: %d of %d failed (%d failures so far): %s",
+                        len(failed),
+                        len(entries),
+                        self.counters["write_errors"],
+                        shown,
+                    )
+            return [e.index for e in failed if 0 <= e.index < len(entries)]
+        return []
+
+    # ------------------------------------------------------------------ idle timeouts
+    def on_idle_timeout(self, entries: list[Entry]) -> None:
+        """P4Runtime idle timeouts: remove a flow once every one of its entries is idle."""
+        now = time.monotonic()
+        window = self.options.idle_timeout_s * 1.5
+        idle_flows: list[FlowKey] = []
+        with self._lock:
+            for e in entries:
+                hit = self._by_entry.get(e.key)
+                if hit is None:
+                    continue  # not ours (or already gone)
+                key, index = hit
+                off = self._offloads[key]
+                off.idle[index] = now
+                if all(now - off.idle.get(i, -1e18) <= window for i in range(len(off.entries))):
+                    idle_flows.append(key)
+        if not idle_flows:
+            return
+        wall = time.time_ns()
+        with self._lock:
+            for key in idle_flows:
+                flow = self.store.get(key)
+                if flow is not None and not flow.ended:
+                    self._demoted[key] = wall  # the fast path still tracks it: re-offload later
+        self._unoffload(idle_flows)
+
+    def reconcile(self) -> int:
+        """Re-offload demoted flows the fast path has seen since their entries went."""
+        with self._ctl_lock:
+            dump = self._control().flow_dump()
+        seen = {f.key: f for f in records_to_flows(dump.records, self.rule_names)}
+        again = []
+        with self._lock:
+            for key, since in list(self._demoted.items()):
+                flow = seen.get(key)
+                if flow is None:
+                    del self._demoted[key]  # the fast path forgot it; a new packet is a NEW
+                elif flow.last_seen_ns > since and flow.verdict == "allow":
+                    again.append(flow)
+        if again:
+            self.offload(again, again=True)
+        return len(again)
+
+
+def _allows(rules: FastPathRules, flow: FlowRecord) -> bool:
+    header = headers_from_ints([flow.src], [flow.dst], [flow.sport], [flow.dport], [flow.proto])
+    index = int(first_match(rules.rules, header)[0])
+    return index != NO_MATCH and int(rules.rules["action"][index]) == ACT_ALLOW
+
+
+def _key_of(entry: Entry) -> tuple[int, int, int, int, int]:
+    m = entry.match_dict
+    vals = [m[k] for k in ("ip_src", "ip_dst", "ip_proto", "l4_src", "l4_dst")]
+    out = [v.value for v in vals if isinstance(v, Exact)]
+    return out[0], out[1], out[2], out[3], out[4]
+
+
+__all__ = [
+    "ResimulationReport",
+    "ServiceController",
+    "ServiceError",
+    "ServiceOptions",
+    "choose_backend",
+    "flow_entry",
+    "flow_keys",
+    "launch",
+]

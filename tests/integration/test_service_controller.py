@@ -1,0 +1,266 @@
+"""The service controller against a software target over gRPC: flow records in, flow_cache out.
+
+The fast path's side is a stand-in for its control channel (what LOAD_RULES, RESIMULATE and
+FLOW_DUMP answer is set by the test); the P4Runtime side is real: entries are read back from
+the target, idle-timeout notifications come from its scanner.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from controller_state import election
+
+from controlplane.flows import FlowStore, records_to_flows
+from controlplane.policy import Policy, Rule, Section, load_policy, resolve
+from controlplane.service import ServiceController, ServiceError, ServiceOptions, flow_keys
+from dpdk_app.fastpath import FlowsResult, LoadResult
+from dpdk_app.layout import ACT_ALLOW, ACT_DROP, EV_END, EV_NEW, FLOW_RECORD_DTYPE
+from offload import names
+from offload.entries import Entry, Exact
+from offload.p4client import P4Client
+from offload.p4schema import P4Schema
+from offload.p4values import ip_to_int128
+from offload.target import SoftwareTarget
+
+H1, H2, H3 = "10.0.0.1", "10.0.0.2", "10.0.0.3"
+POLICY = f"""
+version: 1
+groups:
+  h1: {{addresses: [{H1}/32, "2001:db8::1"]}}
+  h2: {{addresses: [{H2}/32, "2001:db8::2"]}}
+  h3: {{addresses: [{H3}/32]}}
+sections:
+  - name: s
+    rules:
+      - {{name: web, source: h1, destination: h2, protocol: tcp, ports: [5001], action: allow}}
+      - {{name: other, source: h1, destination: h3, protocol: tcp, ports: [5001], action: allow}}
+      - {{name: ping, source: any, destination: any, protocol: icmp, type: 8, action: allow}}
+      - {{name: ping6, source: any, destination: any, protocol: icmpv6, type: 128, action: allow}}
+default_action: drop
+"""
+
+
+class FakeControl:
+    """Answers the control requests the controller makes, as the test sets them."""
+
+    def __init__(self) -> None:
+        self.loaded: list[np.ndarray] = []
+        self.resim = np.zeros(0, FLOW_RECORD_DTYPE)
+        self.dump = np.zeros(0, FLOW_RECORD_DTYPE)
+
+    def load_rules(self, rules: np.ndarray) -> LoadResult:
+        self.loaded.append(rules)
+        return LoadResult(len(rules), 1000, len(self.loaded), 0)
+
+    def resimulate(self) -> FlowsResult:
+        return FlowsResult(len(self.resim), 5000, self.resim)
+
+    def flow_dump(self) -> FlowsResult:
+        return FlowsResult(len(self.dump), 5000, self.dump)
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def record(
+    src: str,
+    dst: str,
+    proto: int = 6,
+    sport: int = 40000,
+    dport: int = 5001,
+    *,
+    rule_id: int = 0,
+    verdict: int = ACT_ALLOW,
+    event: int = EV_NEW,
+    state: int = 1,
+    last_seen_ns: int = 0,
+) -> np.ndarray:
+    rec = np.zeros(1, FLOW_RECORD_DTYPE)
+    rec["src_addr"] = np.frombuffer(ip_to_int128(src).to_bytes(16, "big"), np.uint8)
+    rec["dst_addr"] = np.frombuffer(ip_to_int128(dst).to_bytes(16, "big"), np.uint8)
+    rec["proto"], rec["sport"], rec["dport"] = proto, sport, dport
+    rec["rule_id"], rec["verdict"], rec["event"], rec["tcp_state"] = rule_id, verdict, event, state
+    rec["last_seen_ns"] = last_seen_ns
+    return rec
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[SoftwareTarget]:
+    with SoftwareTarget("127.0.0.1:0") as t:
+        yield t
+
+
+@pytest.fixture
+def client(target: SoftwareTarget) -> Iterator[P4Client]:
+    schema = P4Schema.load()
+    c = P4Client.connect(target.address, 1, election(), schema=schema, wait_for_target=True)
+    c.set_pipeline(schema, b"")  # a fresh pipeline: empty tables
+    yield c
+    c.close()
+
+
+def make(client: P4Client, **kw: Any) -> tuple[ServiceController, FakeControl]:
+    ctl = FakeControl()
+    opts = ServiceOptions(service_port=3, ctrl_path="/nonexistent", **kw)
+    svc = ServiceController(client, P4Schema.load(), opts, store=FlowStore(), control=ctl)  # type: ignore[arg-type]
+    client.on_idle_timeout = svc.on_idle_timeout
+    return svc, ctl
+
+
+def flow_cache(client: P4Client) -> dict[tuple[int, ...], Entry]:
+    out = {}
+    for e in client.read_table_entries(P4Schema.load(), names.FLOW_CACHE):
+        m = e.match_dict
+        key = [m[k] for k in ("ip_src", "ip_dst", "ip_proto", "l4_src", "l4_dst")]
+        out[tuple(v.value for v in key if isinstance(v, Exact))] = e
+    return out
+
+
+def k(src: str, dst: str, proto: int, sport: int, dport: int) -> tuple[int, ...]:
+    return (ip_to_int128(src), ip_to_int128(dst), proto, sport, dport)
+
+
+def rule_id(resolved: Any, name: str) -> int:
+    return next(r.rule_id for r in resolved.rules if r.name == name)
+
+
+def test_new_allow_offloads_both_directions(client: P4Client) -> None:
+    resolved = resolve(load_policy(POLICY))
+    svc, _ = make(client, idle_timeout_s=30)
+    svc.load_policy(resolved)
+    web = rule_id(resolved, "web")
+    svc.handle_records(record(H1, H2, rule_id=web))
+    svc.handle_records(record(H1, H3, dport=80, rule_id=0, verdict=ACT_DROP))
+    cache = flow_cache(client)
+    assert set(cache) == {k(H1, H2, 6, 40000, 5001), k(H2, H1, 6, 5001, 40000)}
+    for e in cache.values():
+        assert e.action == names.FLOW_ALLOW and e.params_dict == {"rule_id": web}
+        assert e.idle_timeout_ns == 30 * 10**9
+    flows = svc.store.query()
+    assert [(f.verdict, f.rule, f.offloaded) for f in flows] == [
+        ("allow", "web", True),
+        ("drop", "", False),
+    ]
+    assert [f.dport for f in svc.store.query(rule="web")] == [5001]
+    # The same decision again (another controller, or a replay): ALREADY_EXISTS is fine.
+    svc2, _ = make(client)
+    svc2.handle_records(record(H1, H2, rule_id=web))
+    assert svc2.counters["write_errors"] == 0 and len(flow_cache(client)) == 2
+
+
+def test_icmp_echo_reverse_keys() -> None:
+    v4 = records_to_flows(record(H1, H2, 1, sport=7, dport=8 << 8))[0]
+    v6 = records_to_flows(record("2001:db8::1", "2001:db8::2", 58, sport=7, dport=128 << 8))[0]
+    unreachable = records_to_flows(record(H1, H2, 1, sport=0, dport=3 << 8 | 1))[0]
+    udp = records_to_flows(record(H1, H2, 17, sport=5353, dport=53))[0]
+    assert flow_keys(v4)[1] == k(H2, H1, 1, 7, 0)
+    assert flow_keys(v6)[1] == k("2001:db8::2", "2001:db8::1", 58, 7, 129 << 8)
+    assert len(flow_keys(unreachable)) == 1
+    assert flow_keys(udp)[1] == k(H2, H1, 17, 53, 5353)
+
+
+def test_end_records(client: P4Client) -> None:
+    svc, _ = make(client)
+    svc.handle_records(np.concatenate([record(H1, H2, sport=1), record(H1, H2, sport=2)]))
+    assert len(flow_cache(client)) == 4
+    # RST (CLOSED) ends flow 1; a fast-path timeout of offloaded flow 2 leaves it offloaded:
+    # the hardware carried its packets, its idle timeout decides.
+    svc.handle_records(record(H1, H2, sport=1, event=EV_END, state=6))
+    svc.handle_records(record(H1, H2, sport=2, event=EV_END, state=3))
+    assert set(flow_cache(client)) == {k(H1, H2, 6, 2, 5001), k(H2, H1, 6, 5001, 2)}
+
+
+def test_idle_timeout_removes_both_then_reoffloads(client: P4Client) -> None:
+    svc, ctl = make(client, idle_timeout_s=0.3, tcp_est_timeout_s=60)
+    svc.handle_records(record(H1, H2, sport=9))
+    fwd, _rev = flow_cache(client).values()
+    # one direction idle (a one-way stream): nothing goes
+    svc.on_idle_timeout([fwd])
+    assert len(flow_cache(client)) == 2
+    # the target's own notifications: both directions idle -> both entries deleted
+    deadline = time.monotonic() + 5
+    while flow_cache(client) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert flow_cache(client) == {}
+    # the fast path still tracks it; once it saw a packet again, it is offloaded again
+    ctl.dump = record(H1, H2, sport=9, state=3, last_seen_ns=1)
+    assert svc.reconcile() == 0 and flow_cache(client) == {}
+    ctl.dump = record(H1, H2, sport=9, state=3, last_seen_ns=time.time_ns())
+    assert svc.reconcile() == 1
+    assert len(flow_cache(client)) == 2 and svc.counters["reoffloaded"] == 1
+    svc.handle_records(record(H1, H2, sport=9, event=EV_END, state=5))
+    assert flow_cache(client) == {}
+
+
+def test_policy_change_resimulates(client: P4Client) -> None:
+    resolved = resolve(load_policy(POLICY))
+    svc, ctl = make(client)
+    svc.load_policy(resolved)
+    web, other = rule_id(resolved, "web"), rule_id(resolved, "other")
+    svc.handle_records(
+        np.concatenate([record(H1, H2, sport=5, rule_id=web), record(H1, H3, rule_id=other)])
+    )
+    before = flow_cache(client)
+    assert len(before) == 4
+    # remove the rule that allowed h1 -> h3; the fast path had forgotten that flow already
+    edited = POLICY.replace(
+        "{name: other, source: h1, destination: h3", "{name: other, source: h3, destination: h1"
+    )
+    report = svc.load_policy(resolve(load_policy(edited)))
+    after = flow_cache(client)
+    assert set(after) == {k(H1, H2, 6, 5, 5001), k(H2, H1, 6, 5001, 5)}
+    assert all(after[key] == before[key] for key in after)  # untouched
+    assert (report.offloaded_checked, report.offloads_removed, report.offloads_updated) == (2, 1, 0)
+    assert report.seconds > 0 and len(ctl.loaded) == 2
+    assert svc.store.get(tuple(k(H1, H3, 6, 40000, 5001))).offloaded is False  # type: ignore[arg-type, union-attr]
+
+
+def test_policy_change_from_fastpath_resimulation(client: P4Client) -> None:
+    policy = Policy(
+        sections=(Section("s", (Rule("all", None, None, "allow"),)),), default_action="drop"
+    )
+    resolved = resolve(policy)
+    svc, ctl = make(client)
+    svc.load_policy(resolved)
+    rid = resolved.rules[0].rule_id
+    svc.handle_records(record(H1, H2, 17, sport=1, dport=53, rule_id=rid))
+    # the fast path reports the flow gone (END, new verdict drop): its entries go
+    ctl.resim = record(H1, H2, 17, sport=1, dport=53, verdict=ACT_DROP, event=EV_END, state=7)
+    report = svc.load_policy(resolved)
+    assert report.fastpath_removed == 1 and flow_cache(client) == {}
+
+
+def test_bad_options_are_refused(client: P4Client) -> None:
+    with pytest.raises(ServiceError, match="at least the hardware idle timeout"):
+        ServiceOptions(3, ctrl_path="x", idle_timeout_s=100, tcp_est_timeout_s=10).check()
+    with pytest.raises(ServiceError, match="backend"):
+        ServiceOptions(3, ctrl_path="x", backend="gpu").check()  # type: ignore[arg-type]
+    with pytest.raises(ServiceError, match="interface"):
+        ServiceOptions(3).check()
+
+
+def test_record_from_the_previous_rules_is_not_offloaded(client: P4Client) -> None:
+    resolved = resolve(load_policy(POLICY))
+    svc, _ = make(client)
+    svc.load_policy(resolved)
+    other = rule_id(resolved, "other")
+    decided = time.time_ns()
+    edited = POLICY.replace(
+        "other, source: h1, destination: h3", "other, source: h3, destination: h1"
+    )
+    svc.load_policy(resolve(load_policy(edited)))
+    # NEW for h1 -> h3, decided before the change but arriving after its resimulation
+    late = record(H1, H3, rule_id=other)
+    late["first_seen_ns"] = decided
+    fresh = record(H1, H2, sport=6, rule_id=rule_id(resolved, "web"))
+    fresh["first_seen_ns"] = decided
+    svc.handle_records(np.concatenate([late, fresh]))
+    assert set(flow_cache(client)) == {k(H1, H2, 6, 6, 5001), k(H2, H1, 6, 5001, 6)}
