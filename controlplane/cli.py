@@ -542,6 +542,14 @@ _bench_command(
 )
 _bench_command("sync", "bench.bench_sync", "Full and incremental sync to the software target.")
 _bench_command(
+    "service",
+    "bench.bench_service",
+    "New connections/s through the service with offload; resimulation of 100K flows (root).",
+)
+_bench_command(
+    "pyservice", "bench.bench_pyservice", "The numba service: rule loads, updates, Mpps."
+)
+_bench_command(
     "classify",
     "bench.bench_classify",
     "Classification on ClassBench rules: numba vs rte_acl (--rules, --trace, --verify).",
