@@ -18,8 +18,10 @@ from types import FrameType
 
 from controlplane.agent import HostAgent
 from controlplane.policy import Policy, PolicyError, demo_policy_text, load_policy, load_policy_file
+from controlplane.rejects import RejectResponder
 from controlplane.service import Backend, ServiceController, ServiceOptions
 from offload.compiler import CompileOptions
+from offload.names import Reason
 from offload.p4client import P4Client
 from offload.p4schema import P4Schema
 from offload.packetio import PacketIn
@@ -84,6 +86,8 @@ class Daemon:
         self.stop_event = threading.Event()
         self.agent: HostAgent | None = None
         self.service: ServiceController | None = None
+        self.client: P4Client | None = None
+        self.rejects = RejectResponder()
         self.address = options.target or ""
 
     def _policy(self) -> Policy:
@@ -130,6 +134,14 @@ class Daemon:
             header.rule_id,
             len(packet.payload),
         )
+        if header.reason == Reason.REJECT and self.client is not None:
+            try:
+                answer = self.rejects.response(packet)
+                if answer is not None:
+                    frame, port = answer
+                    self.client.packet_out(frame, {"egress_port": port, "flags": 0})
+            except Exception:  # one bad packet never stops the daemon
+                log.exception("could not answer a reject")
 
     def run(self, once: bool = False) -> None:
         """Program the target and follow the policy until stopped (or once)."""
@@ -144,6 +156,7 @@ class Daemon:
                 wait_for_target=True,
             )
             stack.callback(client.close)
+            self.client = client
             client.on_packet_in = self.on_packet_in
             options = CompileOptions()
             if self.options.service_port is not None:

@@ -7,6 +7,7 @@ the ACL's direct counters over P4Runtime, as an operator would on any target.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from scapy.layers.l2 import Ether
 
 from controlplane.agent import ApplyResult, HostAgent
 from controlplane.policy import Policy, demo_policy_text, load_policy
+from controlplane.rejects import RejectResponder
 from offload import names
 from offload.counters import counter_delta, hits_by_param
 from offload.p4client import P4Client
@@ -148,6 +150,27 @@ def _verdict(outputs: list[tuple[int, bytes]], packet_in: PacketIn | None) -> st
     return "forwarded to port " + ", ".join(str(p) for p in ports)
 
 
+def _wait_for(target: SoftwareTarget, port: int, timeout: float = 1.0) -> bytes | None:
+    """The first frame the target sends out of `port` within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frames = target.collect(port)
+        if frames:
+            return frames[0]
+        time.sleep(0.005)
+    return None
+
+
+def _describe(frame: bytes) -> str:
+    """`TCP RST`, `ICMP unreachable`... for a reject response."""
+    pkt = Ether(frame)
+    if pkt.haslayer(TCP):
+        return "TCP RST" if pkt[TCP].flags.R else "TCP"
+    if pkt.haslayer(ICMP):
+        return "ICMP unreachable"
+    return "ICMPv6 unreachable" if pkt.haslayer(IPv6) else "a response"
+
+
 def run_demo(policy_text: str | None = None) -> dict[str, Any]:
     """Apply the demo policy to an embedded target, send the demo traffic; what happened."""
     policy = load_policy(policy_text or demo_policy_text(), "demo/policy.yaml")
@@ -159,13 +182,23 @@ def run_demo(policy_text: str | None = None) -> dict[str, Any]:
         results = []
         before = client.read_direct_counters(schema)
         drops_before = dict(target.stats()["drops"])
+        rejects = RejectResponder()
         for pkt in demo_traffic(policy):
+            verdict_text = ""
             outputs = target.inject(pkt.port, pkt.frame)
             packet_in = (
                 client.packet_in(timeout=0.5)
                 if any(p == target.cpu_port for p, _ in outputs)
                 else None
             )
+            answer = rejects.response(packet_in) if packet_in is not None else None
+            if answer is not None:  # the controller answers the reject, as the daemon does
+                frame, port = answer
+                target.collect(port)
+                client.packet_out(frame, {"egress_port": port, "flags": 0})
+                answered = _wait_for(target, port)
+                if answered is not None:
+                    verdict_text = f"rejected: {_describe(answered)} sent back to port {port}"
             after = client.read_direct_counters(schema)
             hit = [e for e, c in counter_delta(before, after).items() if c.packets]
             before = after
@@ -183,7 +216,7 @@ def run_demo(policy_text: str | None = None) -> dict[str, Any]:
                 {
                     "packet": pkt.description,
                     "ingress_port": pkt.port,
-                    "verdict": _verdict(outputs, packet_in),
+                    "verdict": verdict_text or _verdict(outputs, packet_in),
                     "rule": rule,
                 }
             )

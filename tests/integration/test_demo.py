@@ -52,7 +52,9 @@ def test_every_verdict_matches_the_reference(demo: dict) -> None:
         if expected.action == "allow":
             assert row["verdict"].startswith("forwarded to port"), row
         elif expected.action == "reject":
-            assert row["verdict"] == "to the controller (reject)", row
+            # The controller answers the packet-in: a TCP RST back out of the ingress port.
+            assert key.proto == 6
+            assert row["verdict"] == f"rejected: TCP RST sent back to port {pkt.port}", row
         else:
             assert row["verdict"] == "dropped", row
         want = names.get(expected.rule_id, "(default action)")
