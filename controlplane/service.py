@@ -11,10 +11,21 @@ Timeouts, hardware and software: while a flow is offloaded the fast path sees no
 packets, so its own state ages; the hardware's idle timeout is what says a flow went quiet.
 - A fast-path END for FIN/RST removes the flow's entries; an END for a fast-path timeout of a
   flow that is offloaded does not (the hardware carries it; its idle timeout decides).
-- A hardware idle timeout removes the entries once both directions are idle. If the fast path
-  still tracks the flow, only the hardware entries go: the next packet is decided by the fast
-  path's state (the connection is not broken) and the reconcile loop re-offloads the flow as
-  soon as the fast path has seen it again (FLOW_DUMP shows a newer `last_seen_ns`).
+- A hardware idle timeout removes the flow on both sides once both directions are idle: the
+  entries are deleted, then the fast path is told (FLOW_DEL) to forget the connection unless it
+  saw a packet of it after the hardware's last hit (notification time minus the idle timeout:
+  then the flow is alive in software, its state stays, and the reconcile loop re-offloads it
+  as soon as FLOW_DUMP shows a `last_seen_ns` newer than the demotion). Deleting the entries
+  first closes the race: a packet arriving in between reaches the fast path with its state
+  still there, and so is newer than the mark.
+- Idle but open TCP connections (decided here): the state of a connection quiet for the whole
+  hardware idle timeout is gone on both sides. When its initiator speaks again, the segment
+  misses the flow cache and reaches the fast path mid-stream; TCP pickup (the default of both
+  backends) re-creates the state as ESTABLISHED if the rules still allow the connection, and
+  the NEW record offloads it again (counted as `reoffloaded`): the connection survives, under
+  the current rules. If the responder speaks first, its segment is decided as a new flow from
+  the responder (dropped unless the rules allow that direction): keep the idle timeout above
+  the connections' keepalive interval when servers may push first after a long silence.
 - The fast path's TCP established timeout must be at least the hardware idle timeout.
 
 On a policy change the new rule set is loaded, the fast path RESIMULATEs its tracked flows and
@@ -30,7 +41,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,7 +52,7 @@ import numpy as np
 from controlplane.flows import FlowKey, FlowRecord, FlowStore, records_to_flows
 from dpdk_app.classifier.headers import headers_from_ints
 from dpdk_app.fastpath import ControlClient, FastPath, FastPathError, FlowSubscription, find_binary
-from dpdk_app.layout import ACT_ALLOW, EV_END, EV_NEW, EV_UPDATE
+from dpdk_app.layout import ACT_ALLOW, EV_END, EV_NEW, EV_UPDATE, FLOW_DEL_DTYPE
 from dpdk_app.reference import NO_MATCH, first_match
 from offload import names
 from offload.compiler.fastpath import FastPathRules, compile_fastpath
@@ -197,6 +208,8 @@ class ServiceController:
         self._offloads: dict[FlowKey, _Offload] = {}
         self._by_entry: dict[EntryKey, tuple[FlowKey, int]] = {}
         self._demoted: dict[FlowKey, int] = {}  # flow -> wall ns when its entries went
+        # flows removed on both sides by an idle timeout (a later NEW is a re-offload)
+        self._idled_out: OrderedDict[FlowKey, None] = OrderedDict()
         self._lock = threading.RLock()
         self._ctl_lock = threading.Lock()
         self._ctl = control  # an already connected control client (tests, embedding)
@@ -204,6 +217,8 @@ class ServiceController:
         self._thread: threading.Thread | None = None
         self.counters = {"offloaded": 0, "reoffloaded": 0, "removed": 0, "write_errors": 0}
         self.counters["refused"] = 0
+        self.counters["idle_removed"] = 0  # idle on both sides: fast-path state removed too
+        self.counters["idle_kept"] = 0  # idle in hardware, alive in the fast path
         self._last_error_log = -1e9
         self._rules_since_ns = 0  # wall clock of the last rule-set swap
         # first packet seen by the fast path -> flow_cache written, wall ns (recent NEW flows)
@@ -399,7 +414,9 @@ class ServiceController:
                 owners.extend([flow.key] * len(entries))
                 self._demoted.pop(flow.key, None)
                 self.store.mark_offloaded(flow.key)
-                self.counters["reoffloaded" if again else "offloaded"] += 1
+                resumed = flow.key in self._idled_out  # came back after an idle timeout
+                self._idled_out.pop(flow.key, None)
+                self.counters["reoffloaded" if again or resumed else "offloaded"] += 1
         failed = self._write(INSERT, batch, rpc_code.ALREADY_EXISTS)
         if failed:
             refused = {owners[i] for i in failed}
@@ -471,7 +488,7 @@ class ServiceController:
 
     # ------------------------------------------------------------------ idle timeouts
     def on_idle_timeout(self, entries: list[Entry]) -> None:
-        """P4Runtime idle timeouts: remove a flow once every one of its entries is idle."""
+        """P4Runtime idle timeouts: remove a flow on both sides once all its entries are idle."""
         now = time.monotonic()
         window = self.options.idle_timeout_s * 1.5
         idle_flows: list[FlowKey] = []
@@ -488,12 +505,42 @@ class ServiceController:
         if not idle_flows:
             return
         wall = time.time_ns()
+        # The flow's last hardware hit: this notification says the latest idle entry has not
+        # been hit for the idle timeout (a late notification only moves the mark later, and
+        # while the entries existed no packet of the flow could reach the fast path).
+        last_hit = max(1, wall - self.idle_ns)
+        self._unoffload(idle_flows)  # entries first: see the module docstring
+        removed = self._forget(idle_flows, last_hit)
         with self._lock:
             for key in idle_flows:
+                if key in removed:
+                    self._idled_out[key] = None
+                    while len(self._idled_out) > self.options.max_flows:
+                        self._idled_out.popitem(last=False)
+                    continue
                 flow = self.store.get(key)
                 if flow is not None and not flow.ended:
-                    self._demoted[key] = wall  # the fast path still tracks it: re-offload later
-        self._unoffload(idle_flows)
+                    self._demoted[key] = wall  # alive in the fast path: re-offload when seen
+        self.counters["idle_removed"] += len(removed)
+        self.counters["idle_kept"] += len(idle_flows) - len(removed)
+
+    def _forget(self, keys: list[FlowKey], idle_before_ns: int) -> set[FlowKey]:
+        """FLOW_DEL the flows not seen by the fast path after idle_before_ns; -> those removed."""
+        dels = np.zeros(len(keys), dtype=FLOW_DEL_DTYPE)
+        for i, (src, dst, proto, sport, dport) in enumerate(keys):
+            dels[i]["src_addr"] = np.frombuffer(src.to_bytes(16, "big"), np.uint8)
+            dels[i]["dst_addr"] = np.frombuffer(dst.to_bytes(16, "big"), np.uint8)
+            dels[i]["sport"], dels[i]["dport"], dels[i]["proto"] = sport, dport, proto
+        dels["idle_before_ns"] = idle_before_ns
+        try:
+            with self._ctl_lock:
+                res = self._control().flow_del(dels)
+        except (FastPathError, OSError) as exc:
+            # The fast path's own timeout still ends the flow; only the early removal is lost.
+            log.error("FLOW_DEL of %d idle flows failed: %s", len(keys), exc)
+            return set()
+        # Their END records also arrive on the record stream and update the flow store.
+        return {f.key for f in records_to_flows(res.records, self.rule_names)}
 
     def reconcile(self) -> int:
         """Re-offload demoted flows the fast path has seen since their entries went."""

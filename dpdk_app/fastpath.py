@@ -28,7 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from dpdk_app.layout import ACT_ALLOW, FLOW_RECORD_DTYPE, IDENTITY_DTYPE, RULE_DTYPE
+from dpdk_app.layout import (
+    ACT_ALLOW,
+    FLOW_DEL_DTYPE,
+    FLOW_RECORD_DTYPE,
+    IDENTITY_DTYPE,
+    RULE_DTYPE,
+)
 
 BINARY_NAME = "nicfw-fastpath"
 ENV_BINARY = "NICFW_FASTPATH_BIN"
@@ -48,6 +54,7 @@ MSG_FLUSH_FLOWS = 7
 MSG_RESIMULATE = 8
 MSG_FLOW_DUMP = 9
 MSG_SHUTDOWN = 10
+MSG_FLOW_DEL = 11
 MSG_REPLY = 0x80000000
 MSG_FLOW_EVENT = 0x40000000 | MSG_FLOW_RECORDS
 
@@ -220,6 +227,18 @@ def make_identity(
     return rec
 
 
+def make_flow_del(
+    src: str, dst: str, sport: int, dport: int, proto: int, idle_before_ns: int = 0
+) -> np.ndarray:
+    """One FLOW_DEL_DTYPE entry (either direction of the connection; 0 = remove whatever)."""
+    rec = np.zeros(1, dtype=FLOW_DEL_DTYPE)
+    rec["src_addr"] = np.frombuffer(addr_bytes(src)[0], dtype=np.uint8)
+    rec["dst_addr"] = np.frombuffer(addr_bytes(dst)[0], dtype=np.uint8)
+    rec["sport"], rec["dport"], rec["proto"] = sport, dport, proto
+    rec["idle_before_ns"] = idle_before_ns
+    return rec
+
+
 # --- the control channel ----------------------------------------------------------------
 
 
@@ -333,8 +352,8 @@ class ControlClient:
         payload = _as_bytes(identities, IDENTITY_DTYPE, "identities")
         return self.request(MSG_IDENTITY_DEL, payload)[0]
 
-    def _flows(self, msg_type: int) -> FlowsResult:
-        count, body = self.request(msg_type)
+    def _flows(self, msg_type: int, payload: bytes = b"") -> FlowsResult:
+        count, body = self.request(msg_type, payload)
         checked, _reserved, elapsed = _FLOWS_REPLY.unpack_from(body)
         records = records_from_bytes(body[_FLOWS_REPLY.size :])
         if len(records) != count:
@@ -352,6 +371,14 @@ class ControlClient:
     def flow_dump(self) -> FlowsResult:
         """Every tracked flow, as UPDATE records (nothing changes)."""
         return self._flows(MSG_FLOW_DUMP)
+
+    def flow_del(self, flows: np.ndarray) -> FlowsResult:
+        """Remove tracked connections (FLOW_DEL_DTYPE); returns the END records of those removed.
+
+        An entry whose `idle_before_ns` is set keeps its connection if the fast path saw a packet
+        of it after that time (wall clock); `checked` is the number of entries sent.
+        """
+        return self._flows(MSG_FLOW_DEL, _as_bytes(flows, FLOW_DEL_DTYPE, "flows"))
 
     def shutdown(self) -> None:
         """Ask the fast path to exit."""

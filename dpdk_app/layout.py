@@ -77,9 +77,23 @@ IDENTITY_DTYPE = np.dtype(
     ]
 )
 
+# FLOW_DEL entry: a 5-tuple (either direction) and "remove only if not seen after" (wall ns).
+FLOW_DEL_DTYPE = np.dtype(
+    [
+        ("src_addr", "u1", (16,)),
+        ("dst_addr", "u1", (16,)),
+        ("sport", "<u2"),
+        ("dport", "<u2"),
+        ("proto", "u1"),
+        ("reserved", "u1", (3,)),
+        ("idle_before_ns", "<u8"),
+    ]
+)
+
 # C struct name -> dtype, for the DWARF layout check.
 SHARED_STRUCTS: dict[str, np.dtype] = {
     "nicfw_rule": RULE_DTYPE,
     "nicfw_flow_record": FLOW_RECORD_DTYPE,
     "nicfw_identity": IDENTITY_DTYPE,
+    "nicfw_flow_del": FLOW_DEL_DTYPE,
 }

@@ -76,4 +76,20 @@ struct nicfw_identity {
 	uint32_t user_id;
 };
 
+/*
+ * FLOW_DEL request entry: a connection's 5-tuple (either direction; ports host order, ICMP as in
+ * flow records: sport = identifier, dport = type << 8 | code) and a condition: the tracked
+ * connection is removed only if the fast path has not seen it after idle_before_ns (wall clock,
+ * as last_seen_ns in flow records); 0 removes it whatever its last packet.
+ */
+struct nicfw_flow_del {
+	uint8_t src_addr[16];
+	uint8_t dst_addr[16];
+	uint16_t sport;
+	uint16_t dport;
+	uint8_t proto;
+	uint8_t reserved[3];
+	uint64_t idle_before_ns;
+};
+
 #endif /* NICFW_SHARED_H */

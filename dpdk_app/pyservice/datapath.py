@@ -274,6 +274,37 @@ class Datapath:
             recs = self._resimulate(pos)
         return FlowsReply(len(pos), time.monotonic_ns() - t0, recs)
 
+    def flow_del(self, dels: np.ndarray) -> FlowsReply:
+        """FLOW_DEL: remove the named connections unless seen after their idle_before_ns."""
+        t0 = time.monotonic_ns()
+        n = len(dels)
+        hdrs = np.zeros(n, dtype=HEADER_DTYPE)
+        if n:
+            src = np.ascontiguousarray(dels["src_addr"]).view(">u8").reshape(n, 2)
+            dst = np.ascontiguousarray(dels["dst_addr"]).view(">u8").reshape(n, 2)
+            hdrs["src_hi"], hdrs["src_lo"] = src[:, 0], src[:, 1]
+            hdrs["dst_hi"], hdrs["dst_lo"] = dst[:, 0], dst[:, 1]
+            hdrs["sport"], hdrs["dport"] = dels["sport"], dels["dport"]
+            hdrs["proto"] = dels["proto"]
+        c = self.ctt
+        wall = int(self.kcfg[k.C_WALL_OFF])
+        gone: list[int] = []
+        for i in range(n):
+            k.make_key(c.keys, c.cap, hdrs, i)
+            p = int(tb.tbl_find(c.index, c.keys, c.cap, np.uint64(self.seed)))
+            if p < 0 or p in gone:
+                continue
+            before = int(dels[i]["idle_before_ns"])
+            if before and int(self.ct["last_ns"][p]) + wall > before:
+                continue  # alive in software: seen after the caller's idle mark
+            if not self.ct["ended"][p]:
+                k.emit_entry(self.ct, p, EV_END, self.recs, self.rmeta, self.stats, wall)
+            gone.append(p)
+        pos = np.array(gone, dtype=np.int64)
+        recs = self._records_of(pos, EV_END)
+        self._remove(pos)
+        return FlowsReply(n, time.monotonic_ns() - t0, recs)
+
     def _resimulate(self, pos: np.ndarray) -> np.ndarray:
         hdrs = np.zeros(len(pos), dtype=HEADER_DTYPE)
         k.flow_keys(self.ct, pos, hdrs)

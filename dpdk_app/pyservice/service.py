@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from dpdk_app.fastpath import (
+    MSG_FLOW_DEL,
     MSG_FLOW_DUMP,
     MSG_FLOW_EVENT,
     MSG_FLOW_RECORDS,
@@ -40,7 +41,7 @@ from dpdk_app.fastpath import (
     MSG_SHUTDOWN,
     MSG_STATS,
 )
-from dpdk_app.layout import IDENTITY_DTYPE, RULE_DTYPE
+from dpdk_app.layout import FLOW_DEL_DTYPE, IDENTITY_DTYPE, RULE_DTYPE
 from dpdk_app.pyservice.datapath import Config, Datapath
 from dpdk_app.pyservice.kernels import S_DROPPED
 from dpdk_app.pyservice.ports import Port, PortError, open_port
@@ -238,6 +239,18 @@ class Service:
         if mtype in what:
             self.commands += 1
             res = self.dp.flows(what[mtype])
+            body = struct.pack("=IIQ", res.checked, 0, res.elapsed_ns) + res.records.tobytes()
+            return _reply(mtype, 0, len(res.records), body)
+        if mtype == MSG_FLOW_DEL:
+            size = FLOW_DEL_DTYPE.itemsize
+            if len(payload) % size:
+                return _error(
+                    mtype,
+                    -errno.EINVAL,
+                    f"FLOW_DEL payload length {len(payload)} is not a multiple of {size}",
+                )
+            self.commands += 1
+            res = self.dp.flow_del(np.frombuffer(payload, dtype=FLOW_DEL_DTYPE))
             body = struct.pack("=IIQ", res.checked, 0, res.elapsed_ns) + res.records.tobytes()
             return _reply(mtype, 0, len(res.records), body)
         if mtype == MSG_SHUTDOWN:

@@ -7,6 +7,8 @@
 #include "nicfw.h"
 
 int bench_main(int argc, char **argv);
+/* --bench-fastpath: the established-flow path through dp_process_burst (bench_fastpath.c). */
+int bench_fastpath_main(int argc, char **argv);
 
 /* ClassBench parsing (also usable by tests of the C side). Return 0 or -1 with err filled. */
 int classbench_read_rules(const char *path, struct nicfw_rule **rules, uint32_t *n, char *err,

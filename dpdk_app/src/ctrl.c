@@ -275,6 +275,29 @@ do_flows(struct client *c, enum dp_cmd_type type)
 }
 
 static int
+do_flow_del(struct client *c)
+{
+	uint32_t len = c->hdr.length;
+	struct dp_cmd cmd = {.type = CMD_FLOW_DEL, .in = c->payload};
+	int rc;
+
+	if (len % sizeof(struct nicfw_flow_del) != 0)
+		return reply_error(c, -EINVAL, "FLOW_DEL payload length %u is not a multiple of %zu",
+				   len, sizeof(struct nicfw_flow_del));
+	cmd.n_in = len / sizeof(struct nicfw_flow_del);
+	rc = dp_submit(C.dp, &cmd);
+	if (rc < 0) {
+		free(cmd.recs);
+		return reply_error(c, rc, "FLOW_DEL failed: %s", strerror(-rc));
+	}
+	struct nicfw_flows_reply fr = {cmd.n_checked, 0, cmd.elapsed_ns};
+	rc = reply(c, 0, cmd.n_recs, &fr, sizeof(fr), cmd.recs,
+		   sizeof(struct nicfw_flow_record) * cmd.n_recs);
+	free(cmd.recs);
+	return rc;
+}
+
+static int
 dispatch(struct client *c)
 {
 	struct json j = {.len = 0};
@@ -302,6 +325,8 @@ dispatch(struct client *c)
 		return do_flows(c, CMD_RESIMULATE);
 	case NICFW_MSG_FLOW_DUMP:
 		return do_flows(c, CMD_FLOW_DUMP);
+	case NICFW_MSG_FLOW_DEL:
+		return do_flow_del(c);
 	case NICFW_MSG_SHUTDOWN:
 		RTE_LOG(INFO, NICFW, "ctrl: shutdown requested\n");
 		force_quit = true;

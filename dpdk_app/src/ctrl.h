@@ -23,6 +23,7 @@
 #define NICFW_MSG_RESIMULATE 8   /* -> struct nicfw_flows_reply + records of removed flows */
 #define NICFW_MSG_FLOW_DUMP 9    /* -> struct nicfw_flows_reply + UPDATE records of all flows */
 #define NICFW_MSG_SHUTDOWN 10    /* -> reply, then the process exits */
+#define NICFW_MSG_FLOW_DEL 11    /* struct nicfw_flow_del[] -> nicfw_flows_reply + END records */
 
 #define NICFW_MSG_REPLY 0x80000000u
 #define NICFW_MSG_FLOW_EVENT (0x40000000u | NICFW_MSG_FLOW_RECORDS)

@@ -45,12 +45,13 @@ enum dp_cmd_type {
 	CMD_RESIMULATE,
 	CMD_FLUSH,
 	CMD_FLOW_DUMP,
+	CMD_FLOW_DEL,
 };
 
 /* One request from the control thread; it waits until done is set. */
 struct dp_cmd {
 	enum dp_cmd_type type;
-	const void *in;        /* rules set / identity array */
+	const void *in;        /* rules set / identity array / flow_del array */
 	uint32_t n_in;
 	void *old;             /* CMD_SWAP_RULES: the rule set replaced (caller frees) */
 	struct nicfw_flow_record *recs; /* malloc'd by the datapath, caller frees */

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <rte_byteorder.h>
+
 #include "datapath.h"
 
 #define RESIM_BATCH 64
@@ -89,6 +91,51 @@ cmd_flows(struct datapath *dp, struct dp_cmd *cmd)
 	cmd->result = 0;
 }
 
+/*
+ * FLOW_DEL: remove the named connections (both directions are one entry) unless seen after
+ * their idle_before_ns. Each removed one gets an END record, in the reply and on the record
+ * stream (unless it had already ended), so subscribers see it go.
+ */
+static void
+cmd_flow_del(struct datapath *dp, struct dp_cmd *cmd)
+{
+	uint64_t t0 = mono_ns();
+	const struct nicfw_flow_del *del = cmd->in;
+	struct nicfw_flow_record *recs = malloc(sizeof(*recs) * (cmd->n_in ? cmd->n_in : 1));
+	uint32_t nrec = 0;
+
+	if (recs == NULL) {
+		cmd->result = -ENOMEM;
+		return;
+	}
+	for (uint32_t i = 0; i < cmd->n_in; i++) {
+		struct nicfw_key k = {.proto = del[i].proto};
+		struct ct_key ck;
+		struct ct_entry *e;
+		uint8_t src_is_b;
+
+		memcpy(k.src, del[i].src_addr, 16);
+		memcpy(k.dst, del[i].dst_addr, 16);
+		k.sport = rte_cpu_to_be_16(del[i].sport);
+		k.dport = rte_cpu_to_be_16(del[i].dport);
+		ct_make_key(&k, &ck, &src_is_b);
+		e = ct_lookup(&dp->ct, &ck, NULL);
+		if (e == NULL)
+			continue;
+		if (del[i].idle_before_ns != 0 && nicfw_wall_ns(e->last_tsc) > del[i].idle_before_ns)
+			continue; /* alive in software: seen after the caller's idle mark */
+		if (!e->ended)
+			dp_emit_entry(dp, e, NICFW_EV_END);
+		ct_fill_record(e, NICFW_EV_END, &recs[nrec++]);
+		ct_delete(&dp->ct, e);
+	}
+	cmd->recs = recs;
+	cmd->n_recs = nrec;
+	cmd->n_checked = cmd->n_in;
+	cmd->elapsed_ns = mono_ns() - t0;
+	cmd->result = 0;
+}
+
 void
 dp_execute(struct datapath *dp, struct dp_cmd *cmd)
 {
@@ -121,6 +168,9 @@ dp_execute(struct datapath *dp, struct dp_cmd *cmd)
 	case CMD_FLUSH:
 	case CMD_FLOW_DUMP:
 		cmd_flows(dp, cmd);
+		return;
+	case CMD_FLOW_DEL:
+		cmd_flow_del(dp, cmd);
 		return;
 	}
 	cmd->result = -EINVAL;

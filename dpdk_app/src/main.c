@@ -66,6 +66,7 @@ usage(const char *prog)
 	fprintf(stderr,
 		"usage: %s <EAL args> -- --ctrl PATH [options]\n"
 		"       %s <EAL args> -- --bench --rules FILE --trace FILE [bench options]\n"
+		"       %s <EAL args> -- --bench-fastpath [--flows N] [--packets N] ...\n"
 		"options:\n"
 		"  --ctrl PATH             control channel UNIX socket (required)\n"
 		"  --port N                service port id (default 0); --no-port: none\n"
@@ -82,7 +83,7 @@ usage(const char *prog)
 		"  --tcp-close-timeout S   FIN/RST seen (default 30)\n"
 		"  --udp-timeout S         (default 60)  --icmp-timeout S (default 30)\n"
 		"  --other-timeout S       other protocols (default 60)\n",
-		prog, prog);
+		prog, prog, prog);
 }
 
 enum {
@@ -275,7 +276,7 @@ int
 main(int argc, char **argv)
 {
 	int ret = rte_eal_init(argc, argv), rc;
-	bool bench = false;
+	bool bench = false, bench_fp = false;
 
 	if (ret < 0) {
 		fprintf(stderr, "EAL initialization failed: %s\n", rte_strerror(rte_errno));
@@ -287,9 +288,14 @@ main(int argc, char **argv)
 	time_init();
 	signal(SIGINT, signal_handler);
 	signal(SIGTERM, signal_handler);
-	for (int i = 1; i < argc; i++)
+	for (int i = 1; i < argc; i++) {
 		bench |= strcmp(argv[i], "--bench") == 0;
-	rc = bench ? bench_main(argc, argv) : service_main(argc, argv);
+		bench_fp |= strcmp(argv[i], "--bench-fastpath") == 0;
+	}
+	if (bench_fp)
+		rc = bench_fastpath_main(argc, argv);
+	else
+		rc = bench ? bench_main(argc, argv) : service_main(argc, argv);
 	rte_eal_cleanup();
 	return rc;
 }

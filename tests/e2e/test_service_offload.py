@@ -215,6 +215,8 @@ def test_transfer_is_offloaded_after_a_few_packets(setup: Setup) -> None:
         assert conn.ping() == "alive"
         assert wait_for(lambda: len(connection_entries(s, ALLOWED)) == 2)
         assert s.service.counters["reoffloaded"] >= 1
+        # ... because both sides forgot it (FLOW_DEL) and TCP pickup brought it back.
+        assert s.service.counters["idle_removed"] >= 1
 
         # A policy change that removes the allowing rule cuts the offloaded connection.
         result = s.agent.apply(load_policy(WITHOUT_WEB))

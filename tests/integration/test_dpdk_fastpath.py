@@ -10,9 +10,11 @@ binary (no root); the malformed set also runs under AddressSanitizer + UBSan.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import struct
+import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ from dpdk_app.fastpath import (
     ServiceHeader,
     decapsulate,
     encapsulate,
+    make_flow_del,
     make_identity,
     make_rule,
 )
@@ -602,6 +605,10 @@ def test_bad_requests_change_nothing(tmp_path: Path) -> None:
         )
         assert ctl.flush_flows().records.size == 0
         assert ctl.identity_del(make_identity(C4, S4, 1, 2, 6, 1)) == 0
+        gone = ctl.flow_del(make_flow_del(C4, S4, 1, 2, 6))
+        assert (gone.checked, gone.records.size) == (1, 0)
+        with pytest.raises(FastPathError, match="FLOW_DEL payload length 47 is not a multiple"):
+            ctl.request(fastpath.MSG_FLOW_DEL, b"x" * 47)
     assert fp.stop() == 0
     with FastPath([vdev], options=("--no-port",)) as fp:
         # An oversized length cannot be resynchronized: the reply says so and the link closes.
@@ -611,3 +618,22 @@ def test_bad_requests_change_nothing(tmp_path: Path) -> None:
             assert struct.unpack_from("=IIi", head)[2] < 0
         with fp.client() as ctl:
             assert ctl.ping()["version"]
+
+
+def test_bench_fastpath_mode_hits_every_established_flow() -> None:
+    """--bench-fastpath (bench/bench_fastpath.py): every timed packet is a conntrack hit."""
+    assert BINARY is not None
+    cmd = [str(BINARY), *fastpath.eal_args(memory_mb=256), "--", "--bench-fastpath"]
+    proc = subprocess.run(
+        [*cmd, "--flows", "300", "--packets", "1000", "--repeat", "2", "--min-time", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (out["flows"], out["tracked"], out["packets"]) == (300, 300, 1000)
+    assert out["ct_hit"] == out["forwarded"] == out["total"] == 1000 * out["passes"]
+    bad = subprocess.run([*cmd, "--burst", "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "burst 1..32" in bad.stderr

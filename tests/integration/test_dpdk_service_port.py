@@ -29,9 +29,11 @@ from dpdk_app.fastpath import (
     ControlClient,
     CtState,
     FastPath,
+    FastPathError,
     ServiceHeader,
     decapsulate,
     encapsulate,
+    make_flow_del,
     make_rule,
 )
 from dpdk_app.layout import ACT_ALLOW, ACT_DROP, EV_END, EV_NEW, EV_UPDATE
@@ -229,6 +231,50 @@ def test_idle_timeouts_end_flows_and_an_open_connection_resumes(open_port: Calla
         assert set(out) == {0, 1}
         again = sub.collect(until=0.5)
         again = again[again["sport"] == 50021]
+        assert [(int(r["event"]), int(r["tcp_state"]), int(r["rule_id"])) for r in again] == [
+            (EV_NEW, CtState.TCP_ESTABLISHED, 10)
+        ]
+
+
+def test_flow_del_removes_both_directions_unless_seen_since(open_port: Callable) -> None:
+    fp, pipe = open_port()
+    pipe.ctl.load_rules(
+        np.concatenate([web_rules(), make_rule(13, ACT_ALLOW, proto=17, dport=(53, 53))])
+    )
+    with fp.subscribe() as sub:
+        dns = L2 / IP(src=C, dst=S) / UDP(sport=50030, dport=53) / Raw(b"q")
+        assert len(pipe.exchange(*handshake(50031, 80), *handshake(50032, 443), dns)) == 7
+        sub.collect(until=0.5)
+        seen = {int(f["sport"]): int(f["last_seen_ns"]) for f in pipe.ctl.flow_dump().records}
+        assert set(seen) == {50030, 50031, 50032}
+        dels = np.concatenate(
+            [
+                # the reply direction names the same connection
+                make_flow_del(S, C, 80, 50031, 6),
+                # seen after the mark: alive in software, kept
+                make_flow_del(C, S, 50032, 443, 6, idle_before_ns=seen[50032] - 1),
+                # not seen after the mark: removed
+                make_flow_del(C, S, 50030, 53, 17, idle_before_ns=seen[50030]),
+                make_flow_del(C, S, 50099, 80, 6),  # unknown: nothing happens
+            ]
+        )
+        res = pipe.ctl.flow_del(dels)
+        assert res.checked == 4
+        got = sorted((int(r["sport"]), int(r["event"]), int(r["tcp_state"])) for r in res.records)
+        assert got == [(50030, EV_END, CtState.UNREPLIED), (50031, EV_END, CtState.TCP_ESTABLISHED)]
+        streamed = sub.collect(until=0.5)
+        assert sorted(int(r["sport"]) for r in streamed if r["event"] == EV_END) == [50030, 50031]
+        assert pipe.ctl.flow_del(dels).records.size == 0  # already gone
+        with pytest.raises(FastPathError, match="not a multiple of 48"):
+            pipe.ctl.request(fastpath.MSG_FLOW_DEL, b"x" * 47)
+        assert sorted(int(f["sport"]) for f in pipe.ctl.flow_dump().records) == [50032]
+        # Without state the server's segment is a new, unallowed flow (both directions went);
+        # the client's next segment is picked up mid-stream and brings the connection back.
+        assert pipe.exchange(tcp(S, C, 80, 50031, "PA", b"y")) == {}
+        out = pipe.exchange(tcp(C, S, 50031, 80, "PA", b"x"), tcp(S, C, 80, 50031, "PA", b"y"))
+        assert set(out) == {0, 1}
+        again = sub.collect(until=0.5)
+        again = again[again["sport"] == 50031]
         assert [(int(r["event"]), int(r["tcp_state"]), int(r["rule_id"])) for r in again] == [
             (EV_NEW, CtState.TCP_ESTABLISHED, 10)
         ]

@@ -16,6 +16,7 @@ import test_dpdk_service_port as dpdk_tests
 from test_dpdk_service_port import (  # noqa: F401 - fixtures and tests, numba backend here
     open_port,
     test_a_storm_of_garbage_changes_nothing,
+    test_flow_del_removes_both_directions_unless_seen_since,
     test_flush_forgets_every_flow,
     test_idle_timeouts_end_flows_and_an_open_connection_resumes,
     test_resimulation_removes_only_flows_no_longer_allowed,

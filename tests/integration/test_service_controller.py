@@ -18,8 +18,8 @@ from controller_state import election
 from controlplane.flows import FlowStore, records_to_flows
 from controlplane.policy import Policy, Rule, Section, load_policy, resolve
 from controlplane.service import ServiceController, ServiceError, ServiceOptions, flow_keys
-from dpdk_app.fastpath import FlowsResult, LoadResult
-from dpdk_app.layout import ACT_ALLOW, ACT_DROP, EV_END, EV_NEW, FLOW_RECORD_DTYPE
+from dpdk_app.fastpath import FastPathError, FlowsResult, LoadResult
+from dpdk_app.layout import ACT_ALLOW, ACT_DROP, EV_END, EV_NEW, FLOW_DEL_DTYPE, FLOW_RECORD_DTYPE
 from offload import names
 from offload.entries import Entry, Exact
 from offload.p4client import P4Client
@@ -52,6 +52,10 @@ class FakeControl:
         self.loaded: list[np.ndarray] = []
         self.resim = np.zeros(0, FLOW_RECORD_DTYPE)
         self.dump = np.zeros(0, FLOW_RECORD_DTYPE)
+        self.tracked: dict[tuple[int, ...], int] = {}  # what FLOW_DEL finds: key -> last seen
+        self.deleted: list[tuple[tuple[int, ...], int]] = []  # FLOW_DEL entries received
+        self.offloaded_at_del: list[bool] = []  # were entries still written at FLOW_DEL time?
+        self.svc: ServiceController | None = None
 
     def load_rules(self, rules: np.ndarray) -> LoadResult:
         self.loaded.append(rules)
@@ -65,6 +69,30 @@ class FakeControl:
 
     def stats(self) -> dict[str, Any]:
         return {}
+
+    def flow_del(self, dels: np.ndarray) -> FlowsResult:
+        """FLOW_DEL over `tracked` (key -> last_seen_ns), either direction, as the fast path."""
+        assert dels.dtype == FLOW_DEL_DTYPE
+        gone = []
+        for d in dels:
+            src = int.from_bytes(bytes(d["src_addr"]), "big")
+            dst = int.from_bytes(bytes(d["dst_addr"]), "big")
+            sport, dport, proto = int(d["sport"]), int(d["dport"]), int(d["proto"])
+            self.deleted.append(((src, dst, proto, sport, dport), int(d["idle_before_ns"])))
+            self.offloaded_at_del.append(self.svc is not None and bool(self.svc.offloaded()))
+            for key in ((src, dst, proto, sport, dport), (dst, src, proto, dport, sport)):
+                seen = self.tracked.get(key)
+                before = int(d["idle_before_ns"])
+                if seen is not None and (before == 0 or seen <= before):
+                    del self.tracked[key]
+                    gone.append(key)
+        recs = np.zeros(len(gone), FLOW_RECORD_DTYPE)
+        for r, (src, dst, proto, sport, dport) in zip(recs, gone, strict=True):
+            r["src_addr"] = np.frombuffer(src.to_bytes(16, "big"), np.uint8)
+            r["dst_addr"] = np.frombuffer(dst.to_bytes(16, "big"), np.uint8)
+            r["proto"], r["sport"], r["dport"] = proto, sport, dport
+            r["verdict"], r["event"], r["tcp_state"] = ACT_ALLOW, EV_END, 3
+        return FlowsResult(len(dels), 1000, recs)
 
     def close(self) -> None:
         pass
@@ -112,6 +140,7 @@ def make(client: P4Client, **kw: Any) -> tuple[ServiceController, FakeControl]:
     opts = ServiceOptions(service_port=3, ctrl_path="/nonexistent", **kw)
     svc = ServiceController(client, P4Schema.load(), opts, store=FlowStore(), control=ctl)  # type: ignore[arg-type]
     client.on_idle_timeout = svc.on_idle_timeout
+    ctl.svc = svc
     return svc, ctl
 
 
@@ -178,26 +207,69 @@ def test_end_records(client: P4Client) -> None:
     assert set(flow_cache(client)) == {k(H1, H2, 6, 2, 5001), k(H2, H1, 6, 5001, 2)}
 
 
-def test_idle_timeout_removes_both_then_reoffloads(client: P4Client) -> None:
-    svc, ctl = make(client, idle_timeout_s=0.3, tcp_est_timeout_s=60)
-    svc.handle_records(record(H1, H2, sport=9))
-    fwd, _rev = flow_cache(client).values()
-    # one direction idle (a one-way stream): nothing goes
-    svc.on_idle_timeout([fwd])
-    assert len(flow_cache(client)) == 2
-    # the target's own notifications: both directions idle -> both entries deleted
+def wait_idle_out(client: P4Client) -> None:
+    """Until the target's own idle notifications have emptied flow_cache."""
     deadline = time.monotonic() + 5
     while flow_cache(client) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert flow_cache(client) == {}
-    # the fast path still tracks it; once it saw a packet again, it is offloaded again
-    ctl.dump = record(H1, H2, sport=9, state=3, last_seen_ns=1)
-    assert svc.reconcile() == 0 and flow_cache(client) == {}
-    ctl.dump = record(H1, H2, sport=9, state=3, last_seen_ns=time.time_ns())
-    assert svc.reconcile() == 1
+
+
+def test_idle_timeout_removes_the_flow_on_both_sides(client: P4Client) -> None:
+    svc, ctl = make(client, idle_timeout_s=0.3, tcp_est_timeout_s=60)
+    key = k(H1, H2, 6, 9, 5001)
+    ctl.tracked[key] = time.time_ns()  # the fast path last saw it before the offload
+    svc.handle_records(record(H1, H2, sport=9))
+    fwd, _rev = flow_cache(client).values()
+    # one direction idle (a one-way stream): nothing goes, the fast path is not told
+    svc.on_idle_timeout([fwd])
+    assert len(flow_cache(client)) == 2 and ctl.deleted == []
+    # the target's own notifications: both directions idle -> entries and fast-path state go
+    start = time.time_ns()
+    wait_idle_out(client)
+    assert [d[0] for d in ctl.deleted] == [key] and ctl.tracked == {}
+    assert ctl.offloaded_at_del == [False]  # the entries went first
+    mark = ctl.deleted[0][1]  # the hardware's last hit: notification time - idle timeout
+    assert start - int(0.3e9) - int(1e9) < mark <= time.time_ns() - int(0.3e9)
+    assert svc.counters["idle_removed"] == 1 and svc.counters["idle_kept"] == 0
+    assert svc.reconcile() == 0  # nothing left to re-offload from the fast path's state
+    # The connection was idle but open: its initiator's next segment is picked up by the fast
+    # path (a NEW record) and offloaded again.
+    svc.handle_records(record(H1, H2, sport=9, state=3))
     assert len(flow_cache(client)) == 2 and svc.counters["reoffloaded"] == 1
     svc.handle_records(record(H1, H2, sport=9, event=EV_END, state=5))
     assert flow_cache(client) == {}
+
+
+def test_idle_timeout_keeps_a_flow_alive_in_software(client: P4Client) -> None:
+    svc, ctl = make(client, idle_timeout_s=0.3, tcp_est_timeout_s=60)
+    key = k(H1, H2, 6, 10, 5001)
+    svc.handle_records(record(H1, H2, sport=10))
+    # the fast path saw a packet after the hardware's last hit: its state stays
+    ctl.tracked[key] = time.time_ns() + 60 * 10**9
+    wait_idle_out(client)
+    assert [d[0] for d in ctl.deleted] == [key] and key in ctl.tracked
+    assert svc.counters["idle_kept"] == 1 and svc.counters["idle_removed"] == 0
+    # once the fast path has seen it after the demotion, it is offloaded again
+    ctl.dump = record(H1, H2, sport=10, state=3, last_seen_ns=1)
+    assert svc.reconcile() == 0 and flow_cache(client) == {}
+    ctl.dump = record(H1, H2, sport=10, state=3, last_seen_ns=time.time_ns())
+    assert svc.reconcile() == 1
+    assert len(flow_cache(client)) == 2 and svc.counters["reoffloaded"] == 1
+    svc.handle_records(record(H1, H2, sport=10, event=EV_END, state=5))
+    assert flow_cache(client) == {}
+
+
+def test_idle_timeout_survives_a_failing_fast_path(client: P4Client) -> None:
+    svc, ctl = make(client, idle_timeout_s=0.3, tcp_est_timeout_s=60)
+
+    def broken(dels: np.ndarray) -> FlowsResult:
+        raise FastPathError("control channel closed by the fast path")
+
+    ctl.flow_del = broken  # type: ignore[method-assign]
+    svc.handle_records(record(H1, H2, sport=11))
+    wait_idle_out(client)  # the hardware side still goes
+    assert svc.counters["idle_removed"] == 0 and svc.counters["idle_kept"] == 1
 
 
 def test_policy_change_resimulates(client: P4Client) -> None:
