@@ -547,6 +547,11 @@ _bench_command(
     "New connections/s through the service with offload; resimulation of 100K flows (root).",
 )
 _bench_command(
+    "fastpath",
+    "bench.bench_fastpath",
+    "Established-flow (conntrack hit) Mpps: DPDK datapath beside the numba service.",
+)
+_bench_command(
     "pyservice", "bench.bench_pyservice", "The numba service: rule loads, updates, Mpps."
 )
 _bench_command(
