@@ -2,6 +2,7 @@
 
 policy = load_policy_file("policy.yaml")      # raises PolicyError listing every problem
 resolved = resolve(policy)                    # groups -> prefixes, rules -> ids and terms
+(templates and instances: `Template`, `Instance`; live changes: `controlplane.inventory`)
 warnings = analyze(policy, resolved)          # shadowed rules, empty groups
 """
 
@@ -15,11 +16,14 @@ from controlplane.policy.loader import load_policy, load_policy_file
 from controlplane.policy.model import (
     Criteria,
     Group,
+    Instance,
     Policy,
     Rule,
     Section,
     Service,
     ServiceTerm,
+    Template,
+    TemplateMatch,
     Workload,
 )
 from controlplane.policy.references import check
@@ -46,6 +50,7 @@ def load_demo_policy() -> Policy:
 __all__ = [
     "Criteria",
     "Group",
+    "Instance",
     "Policy",
     "PolicyError",
     "Problem",
@@ -54,6 +59,8 @@ __all__ = [
     "Section",
     "Service",
     "ServiceTerm",
+    "Template",
+    "TemplateMatch",
     "Workload",
     "analyze",
     "check",

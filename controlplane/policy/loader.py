@@ -21,6 +21,7 @@ from controlplane.policy.model import (
     Criteria,
     Endpoint,
     Group,
+    Instance,
     IPAddress,
     Network,
     Policy,
@@ -29,6 +30,8 @@ from controlplane.policy.model import (
     Section,
     Service,
     ServiceTerm,
+    Template,
+    TemplateMatch,
     Workload,
 )
 from controlplane.policy.references import check
@@ -39,14 +42,25 @@ GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _MAC = re.compile(r"[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}")
 _PORT_RANGE = re.compile(r"([0-9]+)\s*-\s*([0-9]+)")
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-_TOP = ("version", "workloads", "groups", "services", "sections", "default_action")
-_WORKLOAD = ("addresses", "tags", "host", "port", "mac", "id", "description")
+_TOP = (
+    *("version", "workloads", "groups", "services", "sections", "default_action"),
+    *("templates", "instances"),
+)
+_WORKLOAD = (
+    *("addresses", "tags", "host", "port", "mac", "id", "description", "template", "instance"),
+)
 _GROUP = ("members", "addresses", "groups", "match", "description")
-_CRITERIA = ("tags", "name", "host")
+_CRITERIA = (
+    *("tags", "name", "host", "template", "instance", "template_match", "addresses", "group"),
+    *("all", "any", "not"),
+)
+_TEMPLATE_MATCH = ("id", "name", "version", "owner")
+_TEMPLATE = ("name", "version", "owner", "tags", "rules", "description")
+_INSTANCE = ("template", "members", "description")
 _TERM = ("protocol", "ports", "source_ports", "type", "code")
 _RULE = (
     *("name", "source", "destination", "service", "services", "action", "applied_to"),
-    *("log", "enabled", "id", "identity", "description", *_TERM),
+    *("log", "enabled", "id", "identity", "description", "scope", "template", *_TERM),
 )
 MAX_PIPELINE_PORT = 510  # 9-bit ports; 511 is BMv2's drop port
 
@@ -139,6 +153,8 @@ class Loader(Reader):
             self.port_number(spec["port"]) if "port" in spec else None,
             mac,
             self.integer(spec["id"], 1, 0xFFFF, "workload id") if "id" in spec else None,
+            self.name(spec["template"], "template id") if "template" in spec else None,
+            self.name(spec["instance"], "instance id") if "instance" in spec else None,
         )
 
     def port_number(self, at: At) -> int | None:
@@ -149,18 +165,72 @@ class Loader(Reader):
             return None
         return port
 
-    def criteria(self, at: At) -> Criteria | None:
-        """One `match` mapping of a group."""
-        spec = self.mapping(at, _CRITERIA, "match criteria (tags, name, host)")
+    def criteria(self, at: At, depth: int = 0) -> Criteria | None:
+        """One `match` mapping of a group: conditions that must all hold, `all`/`any`/`not`
+        over nested criteria."""
+        spec = self.mapping(
+            at,
+            _CRITERIA,
+            "match criteria (tags, name, host, template, instance, template_match, addresses, "
+            "group, all, any, not)",
+        )
         if spec is None:
             return None
         if not spec:
             self.problem(at, "empty match criteria would match every workload; use name: '*'")
             return None
+        if depth > 16:
+            self.problem(at, "criteria nested deeper than 16 levels")
+            return None
+        nested: dict[str, tuple[Criteria, ...]] = {}
+        failed = False
+        for key in ("all", "any", "not"):
+            if key not in spec:
+                continue
+            items = self.one_or_many(spec[key])
+            if not items:
+                self.problem(spec[key], f"{key!r} needs at least one criteria mapping")
+                failed = True
+            found = []
+            for item in items:
+                c = self.criteria(item, depth + 1)
+                if c is None:
+                    failed = True
+                else:
+                    found.append(c)
+            nested[key] = tuple(found)
+        blocks: list[Network] = []
+        for text, item in self.texts(spec["addresses"], "a CIDR") if "addresses" in spec else ():
+            net = parse_network(text)
+            if isinstance(net, str):
+                self.problem(item, net)
+                failed = True
+            else:
+                blocks.append(net)
+        template_match = None
+        if "template_match" in spec:
+            tm = self.mapping(spec["template_match"], _TEMPLATE_MATCH, "template criteria")
+            if not tm:
+                if tm is not None:
+                    self.problem(spec["template_match"], "empty template_match")
+                return None
+            template_match = TemplateMatch(
+                *(self.text(tm[k], k) if k in tm else None for k in _TEMPLATE_MATCH)
+            )
+        if failed:
+            return None
         return Criteria(
             frozenset(self.names(spec["tags"], "tag")) if "tags" in spec else frozenset(),
             self.text(spec["name"], "a name pattern") if "name" in spec else None,
             self.name(spec["host"], "host name") if "host" in spec else None,
+            self.name(spec["template"], "template id") if "template" in spec else None,
+            self.name(spec["instance"], "instance id") if "instance" in spec else None,
+            template_match,
+            tuple(blocks),
+            self.name(spec["group"], "group name", GROUP_NAME) if "group" in spec else None,
+            nested.get("all", ()),
+            nested.get("any", ()),
+            nested.get("not", ()),
         )
 
     def group(self, name: str, at: At) -> Group | None:
@@ -304,8 +374,8 @@ class Loader(Reader):
                 self.problem(item, f"{text!r} is neither a group name nor host:NAME")
         return tuple(out)
 
-    def rule(self, at: At) -> Rule | None:
-        """One rule of a section."""
+    def rule(self, at: At, template: str | None = None) -> Rule | None:
+        """One rule of a section, or of a template (bound to it, same instance by default)."""
         spec = self.mapping(at, _RULE, "a rule", required=("name", "source", "destination"))
         if spec is None or "name" not in spec:
             return None
@@ -341,6 +411,23 @@ class Loader(Reader):
         description = ""
         if "description" in spec:
             description = self.text(spec["description"], "a description") or ""
+        scope = "same_instance" if template is not None else "any"
+        if "scope" in spec:
+            scope = self.choice(spec["scope"], ("any", "same_instance"), "scope") or scope
+        bound = template
+        if "template" in spec:
+            if template is not None:
+                self.problem(spec["template"], "a template's rules are bound to it already")
+            else:
+                bound = self.name(spec["template"], "template id")
+        if scope == "same_instance" or bound is not None:
+            for key, ends in (("source", source), ("destination", destination)):
+                if ends and any(not isinstance(e, str) for e in ends):
+                    self.problem(
+                        spec[key],
+                        "a template rule matches instance members: use groups, not CIDRs",
+                    )
+                    return None
         if name is None or action is None or source == () or destination == ():
             return None
         return Rule(
@@ -356,6 +443,8 @@ class Loader(Reader):
             self.integer(spec["id"], 1, 0xFFFFFFFF, "rule id") if "id" in spec else None,
             identity,
             description,
+            scope,  # type: ignore[arg-type]
+            bound,
         )
 
     def section(self, at: At) -> Section | None:
@@ -371,6 +460,39 @@ class Loader(Reader):
             if rule is not None:
                 rules.append(rule)
         return Section(name or "", tuple(rules))
+
+    def template(self, tid: str, at: At) -> Template | None:
+        """One entry of `templates`: what it matches on, its tags, its rules."""
+        spec = self.mapping(at, _TEMPLATE, "a template (name, version, owner, tags, rules)")
+        if spec is None:
+            return None
+        rules = []
+        for item in (
+            self.sequence(spec["rules"], "a list of rules") or [] if "rules" in spec else []
+        ):
+            rule = self.rule(item, tid)
+            if rule is not None:
+                rules.append(rule)
+        name, version, owner = (
+            (self.text(spec[k], k) or "") if k in spec else "" for k in ("name", "version", "owner")
+        )
+        return Template(
+            tid,
+            name,
+            version,
+            owner,
+            frozenset(self.names(spec["tags"], "tag")) if "tags" in spec else frozenset(),
+            tuple(rules),
+        )
+
+    def instance(self, iid: str, at: At) -> Instance | None:
+        """One entry of `instances`: its template and members."""
+        spec = self.mapping(at, _INSTANCE, "an instance (template, members)", ("template",))
+        if spec is None or "template" not in spec:
+            return None
+        template = self.name(spec["template"], "template id")
+        members = self.names(spec["members"], "workload name") if "members" in spec else ()
+        return Instance(iid, template, members) if template is not None else None
 
     def named(
         self, top: dict[str, At], key: str, pattern: re.Pattern[str], what: str
@@ -414,6 +536,20 @@ class Loader(Reader):
                 self.broken.add(name)
             else:
                 services.append(svc)
+        templates: list[Template] = []
+        for tid, item in self.named(top, "templates", NAME, "template id"):
+            t = self.template(tid, item)
+            if t is None:
+                self.broken.add(tid)
+            else:
+                templates.append(t)
+        instances: list[Instance] = []
+        for iid, item in self.named(top, "instances", NAME, "instance id"):
+            inst = self.instance(iid, item)
+            if inst is None:
+                self.broken.add(iid)
+            else:
+                instances.append(inst)
         sections = []
         if "sections" in top:
             for item in self.sequence(top["sections"], "a list of sections") or []:
@@ -433,6 +569,8 @@ class Loader(Reader):
             default,  # type: ignore[arg-type]
             filename,
             self.locations,
+            tuple(templates),
+            tuple(instances),
         )
 
 

@@ -1,29 +1,37 @@
 """Policy -> resolved policy: groups to address prefixes, services to terms, rules to ids.
 
-`Resolver.resolve(policy)` remembers its last inputs: when the workloads, groups and services
-of the new policy are the same objects (or equal) as before, group resolution is reused, and
-rules that did not change come back as the very same `ResolvedRule` objects — which lets the
-compiler and the diff skip them. `resolve(policy)` is the one-shot form.
+`Resolver.resolve(policy)` remembers its last inputs. When only workloads changed (an
+inventory event: a VM up, down or moved, a tag attached or detached), it re-evaluates the
+groups for the changed workloads only — every criterion is a property of one workload — and
+rebuilds only the rules whose applied-to groups or template instances changed; everything else
+comes back as the very same objects, which lets the compiler and the diff skip it. Any other
+edit (groups, templates, instances, services) resolves groups from scratch; rules are reused
+when they did not change. `resolve(policy)` is the one-shot form.
+
+Template rules: `template: T` limits a rule's destination to T's workloads (groups named
+`G@template:T`); `scope: same_instance` resolves a rule into one rule per instance I (of T, or
+of any template), from `G@I` to `H@I`, named `rule@I` with its own id (so hits are counted per
+instance). A derived group holds its base group's workloads in I; address blocks are not
+instance members.
 """
 
 from __future__ import annotations
 
-import bisect
-import fnmatch
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Sequence
 
+from controlplane.policy.criteria import Catalog, Index, Placed, Predicates, group_order
 from controlplane.policy.ids import assign_ids
 from controlplane.policy.model import (
     HOST_PREFIX,
-    Criteria,
+    TEMPLATE_PREFIX,
     Group,
+    Instance,
     Network,
     Policy,
     Rule,
     Service,
     ServiceTerm,
+    Template,
     Workload,
 )
 from offload.compiler.ranges import merge_ranges
@@ -38,7 +46,8 @@ from offload.compiler.rules import (
 )
 from offload.p4values import ip_to_int128, network_to_lpm128
 
-_GLOB_CHARS = re.compile(r"[*?\[]")
+ALL = "*"  # base of a derived group standing for `any`
+INCREMENTAL_SHARE = 0.05  # above this share of changed workloads, resolve groups afresh
 
 
 def term_of(t: ServiceTerm) -> Term:
@@ -50,127 +59,248 @@ def term_of(t: ServiceTerm) -> Term:
     return Term(t.protocol, merge_ranges(t.source_ports), merge_ranges(dst))
 
 
-@dataclass(frozen=True)
-class Inventory:
-    """Workloads with ids and the indexes that criteria are evaluated against."""
-
-    workloads: tuple[ResolvedWorkload, ...]
-    by_name: Mapping[str, ResolvedWorkload]
-    names: tuple[str, ...]  # sorted, for prefix search
-    by_tag: Mapping[str, frozenset[str]]
-    by_host: Mapping[str, frozenset[str]]
+def derived_name(base: str | None, key: str) -> str:
+    """The name of group `base` restricted to instance `key` (or `template:T`)."""
+    return f"{base if base is not None else ALL}@{key}"
 
 
-def inventory(workloads: Sequence[Workload]) -> Inventory:
-    """Resolve workloads: stable ids, 128-bit addresses, tag and host indexes."""
-    fixed = {w.name: w.id for w in workloads if w.id is not None}
-    ids = assign_ids(sorted(w.name for w in workloads), fixed, 16)
-    resolved = tuple(
-        ResolvedWorkload(
-            w.name, ids[w.name], tuple(ip_to_int128(a) for a in w.addresses), w.host, w.port, w.mac
-        )
-        for w in workloads
-    )
-    by_tag: dict[str, set[str]] = {}
-    by_host: dict[str, set[str]] = {}
-    for w in workloads:
-        for t in w.tags:
-            by_tag.setdefault(t, set()).add(w.name)
-        if w.host is not None:
-            by_host.setdefault(w.host, set()).add(w.name)
-    return Inventory(
-        resolved,
-        {w.name: w for w in resolved},
-        tuple(sorted(w.name for w in workloads)),
-        {t: frozenset(n) for t, n in by_tag.items()},
-        {h: frozenset(n) for h, n in by_host.items()},
-    )
-
-
-def matching(inv: Inventory, c: Criteria) -> set[str]:
-    """Names of the workloads that meet every criterion of `c`."""
-    candidates: set[str] | None = None
-    for tag in c.tags:
-        hit = inv.by_tag.get(tag, frozenset())
-        candidates = set(hit) if candidates is None else candidates & hit
-    if c.host is not None:
-        hit = inv.by_host.get(c.host, frozenset())
-        candidates = set(hit) if candidates is None else candidates & hit
-    if c.name is None:
-        return candidates if candidates is not None else set(inv.names)
-    pattern = re.compile(fnmatch.translate(c.name))
-    if candidates is None:
-        # Only names sharing the pattern's literal prefix can match: a bisect instead of a scan.
-        literal = _GLOB_CHARS.split(c.name, maxsplit=1)[0]
-        lo = bisect.bisect_left(inv.names, literal)
-        hi = bisect.bisect_left(inv.names, literal + "\U0010ffff") if literal else len(inv.names)
-        candidates = set(inv.names[lo:hi])
-    return {n for n in candidates if pattern.match(n)}
-
-
-def resolve_groups(groups: Sequence[Group], inv: Inventory) -> dict[str, AddressGroup]:
-    """Each group's workloads and prefixes, nested groups included (cycles rejected earlier)."""
-    spec = {g.name: g for g in groups}
-    done: dict[str, AddressGroup] = {}
-
-    def visit(name: str) -> AddressGroup:
-        hit = done.get(name)
-        if hit is not None:
-            return hit
-        g = spec[name]
-        members = set(g.members)
-        for c in g.match:
-            members |= matching(inv, c)
-        prefixes: set[Prefix] = {network_to_lpm128(n) for n in g.addresses}
-        for child in g.groups:
-            sub = visit(child)
-            members |= sub.workloads
-            prefixes |= sub.prefixes
-        for m in members:
-            prefixes.update((a, 128) for a in inv.by_name[m].addresses)
-        done[name] = AddressGroup(name, frozenset(prefixes), frozenset(members))
-        return done[name]
-
-    for g in groups:
-        visit(g.name)
-    return done
+_CachedRule = tuple[Rule, int, str, tuple[int, ...], object, tuple[ResolvedRule, ...]]
 
 
 class Resolver:
     """Resolves policies, reusing what did not change since the previous call."""
 
     def __init__(self) -> None:
-        self._workloads: tuple[Workload, ...] | None = None
-        self._groups_in: tuple[Group, ...] | None = None
+        # groups, templates, instances
+        self._inputs: (
+            tuple[tuple[Group, ...], tuple[Template, ...], tuple[Instance, ...]] | None
+        ) = None
         self._services_in: tuple[Service, ...] | None = None
-        self._inventory = inventory(())
+        self._workloads_in: tuple[Workload, ...] | None = None
+        self._by_name: dict[str, Workload] = {}
+        self._placed: dict[str, Placed] = {}
+        self._catalog = Catalog((), ())
+        self._predicates = Predicates((), self._catalog)
+        self._wids: dict[str, int] = {}
+        self._wid_key: tuple[frozenset[str], tuple[tuple[str, int], ...]] | None = None
+        self._rw: dict[str, ResolvedWorkload] = {}
+        self._rw_tuple: tuple[ResolvedWorkload, ...] = ()
+        self._positions: dict[str, int] = {}
+        self._static: dict[str, frozenset[Prefix]] = {}
         self._groups: dict[str, AddressGroup] = {}
+        self._membership: dict[str, set[str]] = {}  # workload -> groups it is in
+        self._instance_members: dict[str, set[str]] = {}
+        self._template_members: dict[str, set[str]] = {}
+        self._instance_lists: dict[str | None, tuple[str, ...]] = {}
+        self._derived: dict[str, AddressGroup] = {}
         self._terms: dict[str, tuple[Term, ...]] = {}
-        self._cidrs: dict[str, AddressGroup] = {}  # inline blocks of rules, by their text
-        self._rules: dict[int, tuple[Rule, int, int, str, ResolvedRule]] = {}
+        self._cidrs: dict[str, AddressGroup] = {}
+        self._rules: dict[int, _CachedRule] = {}
+        self._rules_out: tuple[ResolvedRule, ...] = ()
         self._id_key: tuple[list[str], dict[str, int]] = ([], {})
         self._ids: dict[str, int] = {}
         self._rule_names: dict[int, str] = {}
-        self._count = 0  # rules in the last result
+        self.touched: set[str] = set()  # groups whose members changed in the last call
+        self._fast: tuple[object, object, dict[str | None, tuple[str, ...]], set[str]] | None = None
 
-    def _refresh(self, policy: Policy) -> None:
-        changed = False
-        if self._workloads is None or not _same(self._workloads, policy.workloads):
-            self._inventory = inventory(policy.workloads)
-            self._workloads = policy.workloads
-            self._groups_in = None
-        if self._groups_in is None or not _same(self._groups_in, policy.groups):
-            self._groups = resolve_groups(policy.groups, self._inventory)
-            self._groups_in = policy.groups
-            changed = True
-        if self._services_in is None or not _same(self._services_in, policy.services):
-            self._terms = {
-                s.name: tuple(dict.fromkeys(term_of(t) for t in s.terms)) for s in policy.services
-            }
-            self._services_in = policy.services
-            changed = True
-        if changed:
-            self._rules = {}  # rules depend on groups (applied-to) and services (terms)
+    # -- workloads and groups ---------------------------------------------------------------
+
+    def _workload_ids(self, workloads: Sequence[Workload]) -> None:
+        fixed = {w.name: w.id for w in workloads if w.id is not None}
+        key = (frozenset(self._by_name), tuple(sorted(fixed.items())))
+        if key != self._wid_key:
+            self._wids = assign_ids(sorted(self._by_name), fixed, 16)
+            self._wid_key = key  # resolved workloads whose id moved are rebuilt on lookup
+
+    def _resolved_workload(self, w: Workload) -> ResolvedWorkload:
+        rw = self._rw.get(w.name)
+        wid = self._wids[w.name]
+        if rw is None or rw.workload_id != wid or self._by_name.get(w.name) is not w:
+            rw = ResolvedWorkload(
+                w.name, wid, tuple(ip_to_int128(a) for a in w.addresses), w.host, w.port, w.mac
+            )
+            self._rw[w.name] = rw
+        return rw
+
+    def _place_all(self, policy: Policy) -> None:
+        self._by_name = {w.name: w for w in policy.workloads}
+        self._placed = {w.name: self._catalog.place(w) for w in policy.workloads}
+        self._workload_ids(policy.workloads)
+        self._rw = {}
+        self._rw_tuple = tuple(self._resolved_workload(w) for w in policy.workloads)
+        self._positions = {w.name: i for i, w in enumerate(policy.workloads)}
+        self._instance_members = {}
+        self._template_members = {}
+        for n, p in self._placed.items():
+            if p.instance is not None:
+                self._instance_members.setdefault(p.instance, set()).add(n)
+            if p.template is not None:
+                self._template_members.setdefault(p.template, set()).add(n)
+
+    def _resolve_groups(self, groups: Sequence[Group]) -> None:
+        index = Index(list(self._placed.values()), self._catalog)
+        spec = {g.name: g for g in groups}
+        members: dict[str, frozenset[str]] = {}
+        self._static = {}
+        self._groups = {}
+        for name in group_order(groups):
+            g = spec[name]
+            found = set(g.members)
+            for c in g.match:
+                found |= index.matching(c, members)
+            static: set[Prefix] = {network_to_lpm128(n) for n in g.addresses}
+            for child in g.groups:
+                found |= members[child]
+                static |= self._static[child]
+            members[name] = frozenset(found)
+            self._static[name] = frozenset(static)
+            self._groups[name] = self._address_group(name, members[name])
+        self._membership = {}
+        for name, ms in members.items():
+            for m in ms:
+                self._membership.setdefault(m, set()).add(name)
+
+    def _address_group(self, name: str, members: frozenset[str]) -> AddressGroup:
+        prefixes = set(self._static[name])
+        for m in members:
+            prefixes.update((a, 128) for a in self._rw[m].addresses)
+        return AddressGroup(name, frozenset(prefixes), members)
+
+    def _instances(self, instances: Sequence[Instance]) -> None:
+        """Instance ids by template (None: every instance), each tuple kept when unchanged."""
+        template_of: dict[str, str | None] = {i.id: i.template for i in instances}
+        for p in self._placed.values():
+            if p.instance is not None and p.instance not in template_of:
+                template_of[p.instance] = p.template
+        lists: dict[str | None, list[str]] = {None: sorted(template_of)}
+        for i in sorted(template_of):
+            t = template_of[i]
+            if t is not None:
+                lists.setdefault(t, []).append(i)
+        old = self._instance_lists
+        self._instance_lists = {
+            t: old[t] if t in old and list(old[t]) == ids else tuple(ids)
+            for t, ids in lists.items()
+        }
+
+    def _update_workloads(
+        self, policy: Policy, hint: Collection[str] | None, force: Collection[str] = ()
+    ) -> bool:
+        """Apply a workload-only change incrementally; False when a full pass is due.
+
+        `hint` names the workloads that may have changed (the others must be the same
+        objects as last time); without it, every workload is compared."""
+        old = self._by_name
+        if hint is None:
+            new = {w.name: w for w in policy.workloads}
+            changed = [n for n, w in new.items() if old.get(n) is not w]
+            changed += [n for n in old if n not in new]
+        else:
+            new = dict(old)
+            present = {w.name: w for w in policy.workloads if w.name in hint}
+            for n in hint:
+                if n in present:
+                    new[n] = present[n]
+                else:
+                    new.pop(n, None)
+            changed = list(hint)
+        changed = list(dict.fromkeys(changed))
+        changed = [n for n in changed if n in force or old.get(n) != new.get(n)]
+        changed += [n for n in force if n not in changed and (n in old or n in new)]
+        if len(changed) > max(8, INCREMENTAL_SHARE * len(new)):
+            return False
+        old_rw = {n: self._rw.get(n) for n in changed}
+        self._by_name = new
+        if any(n not in old or n not in new or old[n].id != new[n].id for n in changed):
+            self._workload_ids(policy.workloads)
+        touched_groups: set[str] = set()
+        touched_sets: set[str] = set()  # instances and template:T whose members changed
+        for n in changed:
+            before = self._placed.pop(n, None)
+            w = new.get(n)
+            after = self._catalog.place(w) if w is not None else None
+            if after is not None:
+                self._placed[n] = after
+            was = self._membership.pop(n, set())
+            now = self._predicates.memberships(w) if w is not None else set()
+            if now:
+                self._membership[n] = now
+            moved = before is None or w is None or before.workload.addresses != w.addresses
+            touched_groups |= (was | now) if moved else was ^ now
+            for attr, sets, prefix in (
+                ("instance", self._instance_members, ""),
+                ("template", self._template_members, TEMPLATE_PREFIX),
+            ):
+                a = getattr(before, attr) if before is not None else None
+                b = getattr(after, attr) if after is not None else None
+                if a == b and not moved:
+                    continue
+                if a is not None:
+                    sets[a].discard(n)
+                    if not sets[a]:
+                        del sets[a]
+                    touched_sets.add(prefix + a)
+                if b is not None:
+                    sets.setdefault(b, set()).add(n)
+                    touched_sets.add(prefix + b)
+            self._rw.pop(n, None)
+        positions = self._positions
+        if all(n in old and n in new for n in changed) and len(policy.workloads) == len(
+            self._rw_tuple
+        ):
+            patched = list(self._rw_tuple)
+            for n in changed:
+                patched[positions[n]] = self._resolved_workload(new[n])
+            self._rw_tuple = tuple(patched)
+        else:
+            self._rw_tuple = tuple(self._resolved_workload(w) for w in policy.workloads)
+            self._positions = {w.name: i for i, w in enumerate(policy.workloads)}
+        for g in touched_groups:
+            old_group = self._groups[g]
+            members = set(old_group.workloads)
+            prefixes = set(old_group.prefixes)
+            static = self._static[g]
+            for n in changed:
+                was_rw = old_rw[n]
+                if n in members and was_rw is not None:
+                    prefixes.difference_update(
+                        p for a in was_rw.addresses if (p := (a, 128)) not in static
+                    )
+                if g in self._membership.get(n, ()):
+                    members.add(n)
+                    prefixes.update((a, 128) for a in self._rw[n].addresses)
+                else:
+                    members.discard(n)
+            self._groups[g] = AddressGroup(g, frozenset(prefixes), frozenset(members))
+        self.touched = touched_groups
+        stale = [
+            name
+            for name in self._derived
+            if name.split("@", 1)[0] in touched_groups or name.split("@", 1)[1] in touched_sets
+        ]
+        for name in stale:
+            # Derived groups in use are recomputed now: unchanged rules still name them.
+            del self._derived[name]
+            base, key = name.split("@", 1)
+            self._derive(None if base == ALL else base, key)
+        return True
+
+    def _derive(self, base: str | None, key: str) -> str:
+        name = derived_name(base, key)
+        if name not in self._derived:
+            if key.startswith(TEMPLATE_PREFIX):
+                scope = self._template_members.get(key.removeprefix(TEMPLATE_PREFIX), set())
+            else:
+                scope = self._instance_members.get(key, set())
+            inside = scope if base is None else self._group(base).workloads & scope
+            prefixes = {(a, 128) for m in inside for a in self._rw[m].addresses}
+            self._derived[name] = AddressGroup(name, frozenset(prefixes), frozenset(inside))
+        return name
+
+    def _group(self, name: str) -> AddressGroup:
+        return self._groups[name] if name in self._groups else self._cidrs[name]
+
+    # -- rules ----------------------------------------------------------------------------
 
     def _endpoints(self, items: tuple[str | Network, ...] | None) -> tuple[str, ...] | None:
         if items is None:
@@ -194,73 +324,178 @@ class Resolver:
             if a.startswith(HOST_PREFIX):
                 hosts.add(a.removeprefix(HOST_PREFIX))
             else:
-                by_name = self._inventory.by_name
-                hosts.update(
-                    h for w in self._groups[a].workloads if (h := by_name[w].host) is not None
-                )
+                rw = self._rw
+                hosts.update(h for w in self._groups[a].workloads if (h := rw[w].host) is not None)
         return frozenset(hosts)
 
-    def _rule(self, rule: Rule, rule_id: int, position: int, section: str) -> ResolvedRule:
+    def _expansion(self, rule: Rule) -> tuple[str, ...] | None:
+        """The instances a same-instance rule is repeated for (None: not such a rule)."""
+        if rule.scope != "same_instance":
+            return None
+        return self._instance_lists.get(rule.template, ())
+
+    def _rule(
+        self, rule: Rule, ids: tuple[int, ...], position: int, section: str
+    ) -> tuple[ResolvedRule, ...]:
         terms: list[Term] = [t for s in rule.services for t in self._terms[s]]
         terms += [term_of(t) for t in rule.inline]
-        return ResolvedRule(
-            rule_id,
-            rule.name,
-            position,
-            rule.action,
-            self._endpoints(rule.source),
-            self._endpoints(rule.destination),
-            tuple(dict.fromkeys(terms)) or (ANY_TERM,),
-            self._hosts(rule.applied_to),
-            rule.log,
-            section,
+        shared = (tuple(dict.fromkeys(terms)) or (ANY_TERM,), self._hosts(rule.applied_to))
+        sources = self._endpoints(rule.source)
+        destinations = self._endpoints(rule.destination)
+        action, log = rule.action, rule.log
+
+        def one(
+            rid: int, name: str, s: Iterable[str] | None, d: Iterable[str] | None
+        ) -> ResolvedRule:
+            return ResolvedRule(
+                rid,
+                name,
+                position,
+                action,
+                None if s is None else tuple(s),
+                None if d is None else tuple(d),
+                shared[0],
+                shared[1],
+                log,
+                section,
+            )
+
+        expansion = self._expansion(rule)
+        if expansion is None:
+            if rule.template is not None:
+                key = TEMPLATE_PREFIX + rule.template
+                dst = [self._derive(d, key) for d in (destinations or (None,))]
+                return (one(ids[0], rule.name, sources, dst),)
+            return (one(ids[0], rule.name, sources, destinations),)
+        return tuple(
+            one(
+                rid,
+                f"{rule.name}@{i}",
+                [self._derive(s, i) for s in (sources or (None,))],
+                [self._derive(d, i) for d in (destinations or (None,))],
+            )
+            for rid, i in zip(ids[1:], expansion, strict=True)
         )
 
-    def resolve(self, policy: Policy) -> ResolvedPolicy:
-        """The resolved form of `policy` (assumed checked: `references.check` found nothing)."""
-        self._refresh(policy)
-        placed = [(r, s.name) for s in policy.sections for r in s.rules]
-        key = ([r.name for r, _ in placed], {r.name: r.id for r, _ in placed if r.id is not None})
+    def resolve(self, policy: Policy, changed: Collection[str] | None = None) -> ResolvedPolicy:
+        """The resolved form of `policy` (assumed checked: `references.check` found nothing).
+
+        `changed`: when only workloads changed, the names of those that may have (an
+        inventory event knows them), so the others need not be compared."""
+        inputs = (policy.groups, policy.templates, policy.instances)
+        same = [
+            self._inputs is not None and _same(a, b)
+            for a, b in zip(self._inputs or ((), (), ()), inputs, strict=True)
+        ]
+        full = not (same[0] and same[1]) or self._workloads_in is None
+        rules_stale = full
+        self.touched = set()
+        moved: set[str] = set()
+        if not full and not same[2]:
+            # Instances created or deleted: only their workloads are placed anew.
+            assert self._inputs is not None
+            old = {i.id: i for i in self._inputs[2]}
+            new = {i.id: i for i in policy.instances}
+            for iid in old.keys() | new.keys():
+                if old.get(iid) != new.get(iid):
+                    moved |= self._instance_members.get(iid, set())
+                    for d in (old.get(iid), new.get(iid)):
+                        moved.update(d.members if d is not None else ())
+        if full or not same[2]:
+            self._catalog = Catalog(policy.templates, policy.instances)
+            self._predicates = Predicates(policy.groups, self._catalog)
+            self._inputs = inputs
+        if not full and (moved or not _same(self._workloads_in or (), policy.workloads)):
+            hint = None if changed is None else {*changed, *moved}
+            full = not self._update_workloads(policy, hint, moved)
+        if full:
+            self._place_all(policy)
+            self._resolve_groups(policy.groups)
+            self._derived = {}
+            self.touched = set(self._groups)
+            rules_stale = True
+        self._workloads_in = policy.workloads
+        self._instances(policy.instances)
+        if self._services_in is None or not _same(self._services_in, policy.services):
+            self._terms = {
+                s.name: tuple(dict.fromkeys(term_of(t) for t in s.terms)) for s in policy.services
+            }
+            self._services_in = policy.services
+            rules_stale = True
+        if rules_stale:
+            self._rules = {}
+            self._fast = None
+        return self._resolve_rules(policy)
+
+    def _resolve_rules(self, policy: Policy) -> ResolvedPolicy:
+        fast = self._fast
+        if (
+            self._rules
+            and fast is not None
+            and fast[0] is policy.sections
+            and fast[1] is policy.templates
+            and fast[2].keys() == self._instance_lists.keys()
+            and all(fast[2][k] is v for k, v in self._instance_lists.items())
+            and not (self.touched & fast[3])
+        ):
+            # Same rules, same instances, no applied-to group changed: the same resolved rules.
+            return self._result(policy)
+        placed = [(r, s.name) for s in policy.all_sections() for r in s.rules]
+        names: list[str] = []
+        for r, _ in placed:
+            names.append(r.name)
+            expansion = self._expansion(r)
+            if expansion:
+                names.extend(f"{r.name}@{i}" for i in expansion)
+        key = (names, {r.name: r.id for r, _ in placed if r.id is not None})
         if key != self._id_key:
             # Ids depend on the names in order (probing on collisions) and the fixed ids only.
             self._ids = assign_ids(key[0], key[1], 32)
             self._rule_names = {rid: name for name, rid in self._ids.items()}
             self._id_key = key
         ids = self._ids
+        touched = self.touched
         rules: list[ResolvedRule] = []
         previous = self._rules
         rebuilt = 0
-        cache: dict[int, tuple[Rule, int, int, str, ResolvedRule]] = {}
+        cache: dict[int, _CachedRule] = {}
         for position, (rule, section) in enumerate(placed):
             if not rule.enabled:
                 continue
-            rule_id = ids[rule.name]
+            expansion = self._expansion(rule)
+            rule_ids = (ids[rule.name], *(ids[f"{rule.name}@{i}"] for i in expansion or ()))
             hit = previous.get(id(rule))
             if (
                 hit is not None
                 and hit[0] is rule
-                and hit[1] == rule_id
-                and hit[2] == position
-                and hit[3] == section
+                and hit[1] == position
+                and hit[2] == section
+                and hit[3] == rule_ids
+                and hit[4] is expansion
+                and not (touched and any(a in touched for a in rule.applied_to))
             ):
-                resolved = hit[4]
+                resolved = hit[5]
             else:
-                resolved = self._rule(rule, rule_id, position, section)
+                resolved = self._rule(rule, rule_ids, position, section)
                 rebuilt += 1
-            cache[id(rule)] = (rule, rule_id, position, section, resolved)
-            rules.append(resolved)
+            cache[id(rule)] = (rule, position, section, rule_ids, expansion, resolved)
+            rules.extend(resolved)
         self._rules = cache
-        if rebuilt or len(rules) != self._count:
-            # Keep only the blocks that rules still use, so the result equals a fresh resolve.
-            # (No rule rebuilt and as many as last time: the very same rules, same blocks.)
-            cidrs = self._cidrs
+        applied = {a for r, _ in placed for a in r.applied_to}
+        self._fast = (policy.sections, policy.templates, dict(self._instance_lists), applied)
+        if rebuilt or len(rules) != len(self._rules_out):
+            self._rules_out = tuple(rules)
+            # Keep only the blocks and derived groups rules still use, as a fresh resolve has.
             used = {n for r in rules for n in (*(r.sources or ()), *(r.destinations or ()))}
-            self._cidrs = {n: g for n, g in cidrs.items() if n in used}
-        self._count = len(rules)
+            self._cidrs = {n: g for n, g in self._cidrs.items() if n in used}
+            self._derived = {n: g for n, g in self._derived.items() if n in used}
+        return self._result(policy)
+
+    def _result(self, policy: Policy) -> ResolvedPolicy:
         return ResolvedPolicy(
-            {**self._cidrs, **self._groups},
-            tuple(rules),
-            self._inventory.workloads,
+            {**self._cidrs, **self._groups, **self._derived},
+            self._rules_out,
+            self._rw_tuple,
             policy.default_action,
             self._rule_names,
         )
@@ -273,3 +508,6 @@ def _same(a: Iterable[object], b: Iterable[object]) -> bool:
 def resolve(policy: Policy) -> ResolvedPolicy:
     """Resolve a checked policy once."""
     return Resolver().resolve(policy)
+
+
+__all__ = ["Resolver", "derived_name", "resolve", "term_of"]

@@ -22,6 +22,7 @@ from offload.compiler.classes import (
     ClassTable,
     EncodingKind,
     build_class_table,
+    update_class_table,
 )
 from offload.compiler.ranges import RangeKind, port_matches
 from offload.compiler.rules import (
@@ -120,6 +121,12 @@ class CompiledPolicy:
             yield ("rule", rule_id), entries
         yield ("default", names.ACL), (self.acl_default,)
 
+    def other_chunks(self) -> Iterator[tuple[object, tuple[Entry, ...]]]:
+        """The chunks that are neither classification tables nor rules."""
+        yield ("table", names.L2_FORWARD), self.l2
+        yield ("table", names.SERVICE_CONFIG), self.service
+        yield ("default", names.ACL), (self.acl_default,)
+
     def entries(self) -> list[Entry]:
         """Every entry, the ACL default included."""
         return [e for _, chunk in self.chunks() for e in chunk]
@@ -155,6 +162,15 @@ def _acl_match(
 
 
 Codes = Mapping[str, tuple[Ternary, ...]]
+_LastPass = tuple[
+    tuple[ResolvedRule, ...],
+    Codes,
+    Codes,
+    list[ResolvedRule],
+    list[str],
+    list[str],
+    Mapping[int, tuple[Entry, ...]],
+]
 TermKeys = list[tuple[FieldMatch | None, FieldMatch | None, FieldMatch | None]]
 
 
@@ -169,9 +185,19 @@ class Compiler:
 
     def __init__(self, options: CompileOptions | None = None) -> None:
         self.options = options or CompileOptions()
-        self._tables: dict[str, tuple[tuple[object, ...], ClassTable]] = {}
+        self._tables: dict[str, tuple[tuple[object, ...], ClassTable, Mapping[int, int]]] = {}
         self._rules: dict[int, tuple[ResolvedRule, Codes, Codes, tuple[Entry, ...]]] = {}
         self._terms: dict[Term, TermKeys] = {}
+        # The last rule pass: its inputs, the rules on this host, the groups they name, the ACL.
+        self._last: _LastPass | None = None
+        self.incremental_tables = 0  # class tables updated in place rather than rebuilt
+        self._l2: tuple[tuple[ResolvedWorkload, ...], tuple[Entry, ...]] | None = None
+        self._acl_size: tuple[Mapping[int, tuple[Entry, ...]], int, int] | None = None
+        # Rules by the groups they name, per side: which rules a code change touches.
+        self._users: tuple[dict[str, list[ResolvedRule]], dict[str, list[ResolvedRule]]] = (
+            {},
+            {},
+        )
 
     def _class_table(
         self,
@@ -185,13 +211,26 @@ class Compiler:
         cached = self._tables.get(table)
         if cached is not None and cached[0] == key:
             return cached[1]
-        workload_ids = {a: w.workload_id for w in local for a in w.addresses}
+        workload_ids: Mapping[int, int]
+        if cached is not None and cached[0][1] == local:
+            workload_ids = cached[2]
+        else:
+            workload_ids = {a: w.workload_id for w in local for a in w.addresses}
         opts = self.options
-        previous = cached[1].encoding if cached is not None else None
-        built = build_class_table(
-            table, groups, workload_ids, opts.encoding, opts.class_bits, previous
-        )
-        self._tables[table] = (key, built)
+        built: ClassTable | None = None
+        if cached is not None:
+            # A workload event changes /128 memberships only: patch the table, keep the codes.
+            old_groups: Sequence[AddressGroup] = cached[0][0]  # type: ignore[assignment]
+            built = update_class_table(
+                cached[1], old_groups, groups, cached[2], workload_ids, opts.class_bits
+            )
+            self.incremental_tables += built is not None
+        if built is None:
+            previous = cached[1].encoding if cached is not None else None
+            built = build_class_table(
+                table, groups, workload_ids, opts.encoding, opts.class_bits, previous
+            )
+        self._tables[table] = (key, built, workload_ids)
         return built
 
     def _term_keys(self, term: Term) -> TermKeys:
@@ -238,16 +277,72 @@ class Compiler:
         """Compile `resolved` for `options.host` into the target's desired state."""
         started = time.perf_counter()
         opts = self.options
-        rules = [r for r in resolved.rules if r.applies_on(opts.host)]
+        last = self._last
+        if last is not None and last[0] is resolved.rules:
+            rules, src_names, dst_names = last[3], last[4], last[5]
+        else:
+            rules = [r for r in resolved.rules if r.applies_on(opts.host)]
+            src_names = sorted({g for r in rules if r.sources for g in r.sources})
+            dst_names = sorted({g for r in rules if r.destinations for g in r.destinations})
         local = resolved.local_workloads(opts.host)
-        src_names = sorted({g for r in rules if r.sources for g in r.sources})
-        dst_names = sorted({g for r in rules if r.destinations for g in r.destinations})
         for n in (*src_names, *dst_names):
             if n not in resolved.groups:
                 raise CompileError(f"a rule refers to group {n!r}, which was not resolved")
         src = self._class_table(names.SRC_CLASS, [resolved.groups[n] for n in src_names], local)
         dst = self._class_table(names.DST_CLASS, [resolved.groups[n] for n in dst_names], local)
         src_codes, dst_codes = src.encoding.codes, dst.encoding.codes
+        if last is not None and last[0] is resolved.rules:
+            if last[1] is src_codes and last[2] is dst_codes:
+                # The same rules over the same codes (an inventory event): the very same ACL.
+                acl = last[6]
+            else:
+                # Codes of a few groups changed (a new combination in a class field): only the
+                # rules over those groups get new entries.
+                acl = self._recode(last[6], (last[1], src_codes), (last[2], dst_codes))
+        else:
+            acl = self._rule_pass(rules, src_codes, dst_codes)
+        self._last = (resolved.rules, src_codes, dst_codes, rules, src_names, dst_names, acl)
+        return self._finish(resolved, rules, local, src, dst, acl, started)
+
+    def _recode(
+        self,
+        previous: Mapping[int, tuple[Entry, ...]],
+        src: tuple[Codes, Codes],
+        dst: tuple[Codes, Codes],
+    ) -> dict[int, tuple[Entry, ...]]:
+        acl = dict(previous)
+        redo: dict[int, ResolvedRule] = {}
+        for (old, new), users in zip((src, dst), self._users, strict=True):
+            if old is new:
+                continue
+            for name in old.keys() | new.keys():
+                if old.get(name) != new.get(name):
+                    redo.update((r.rule_id, r) for r in users.get(name, ()))
+        src_codes, dst_codes = src[1], dst[1]
+        for rid, rule in redo.items():
+            entries = tuple(self.rule_entries(rule, src_codes, dst_codes))
+            acl[rid] = entries
+            self._rules[rid] = (rule, src_codes, dst_codes, entries)
+        return acl
+
+    def _rule_pass(
+        self, rules: list[ResolvedRule], src_codes: Codes, dst_codes: Codes
+    ) -> dict[int, tuple[Entry, ...]]:
+        src_users: dict[str, list[ResolvedRule]] = {}
+        dst_users: dict[str, list[ResolvedRule]] = {}
+        for rule in rules:
+            for g in rule.sources or ():
+                src_users.setdefault(g, []).append(rule)
+            for g in rule.destinations or ():
+                dst_users.setdefault(g, []).append(rule)
+        self._users = (src_users, dst_users)
+        # Groups whose codes differ from the last pass's: a rule over none of them is unchanged
+        # there, without comparing its code tuples one by one.
+        last = self._last
+        prev_src = last[1] if last is not None else None
+        prev_dst = last[2] if last is not None else None
+        src_diff = _recoded(prev_src, src_codes)
+        dst_diff = _recoded(prev_dst, dst_codes)
         acl: dict[int, tuple[Entry, ...]] = {}
         cache: dict[int, tuple[ResolvedRule, Codes, Codes, tuple[Entry, ...]]] = {}
         for rule in rules:
@@ -257,8 +352,16 @@ class Compiler:
             if (
                 hit is not None
                 and (hit[0] is rule or hit[0] == rule)
-                and (hit[1] is src_codes or _same_codes(rule.sources, hit[1], src_codes))
-                and (hit[2] is dst_codes or _same_codes(rule.destinations, hit[2], dst_codes))
+                and (
+                    hit[1] is src_codes
+                    or (hit[1] is prev_src and not _uses(rule.sources, src_diff))
+                    or _same_codes(rule.sources, hit[1], src_codes)
+                )
+                and (
+                    hit[2] is dst_codes
+                    or (hit[2] is prev_dst and not _uses(rule.destinations, dst_diff))
+                    or _same_codes(rule.destinations, hit[2], dst_codes)
+                )
             ):
                 entries = hit[3]
             else:
@@ -266,18 +369,39 @@ class Compiler:
             acl[rule.rule_id] = entries
             cache[rule.rule_id] = (rule, src_codes, dst_codes, entries)
         self._rules = cache
+        return acl
+
+    def _finish(
+        self,
+        resolved: ResolvedPolicy,
+        rules: list[ResolvedRule],
+        local: tuple[ResolvedWorkload, ...],
+        src: ClassTable,
+        dst: ClassTable,
+        acl: Mapping[int, tuple[Entry, ...]],
+        started: float,
+    ) -> CompiledPolicy:
+        opts = self.options
         default_action = names.ACL_ALLOW if resolved.default_action == "allow" else names.ACL_DROP
         acl_default = Entry(names.ACL, (), default_action, (("rule_id", 0),), is_default=True)
-        l2 = tuple(
-            Entry(
-                names.L2_FORWARD,
-                (("eth_dst", Exact(w.mac)),),
-                names.SET_EGRESS_PORT,
-                (("port", w.port),),
+        if self._l2 is not None and self._l2[0] == local:
+            l2 = self._l2[1]
+        else:
+            l2 = tuple(
+                Entry(
+                    names.L2_FORWARD,
+                    (("eth_dst", Exact(w.mac)),),
+                    names.SET_EGRESS_PORT,
+                    (("port", w.port),),
+                )
+                for w in sorted(local, key=lambda w: w.mac or 0)
+                if w.mac is not None and w.port is not None
             )
-            for w in sorted(local, key=lambda w: w.mac or 0)
-            if w.mac is not None and w.port is not None
-        )
+            self._l2 = (local, l2)
+        if self._acl_size is None or self._acl_size[0] is not acl:
+            sizes = [len(e) for e in acl.values()]
+            self._acl_size = (acl, sum(sizes), max(sizes, default=0))
+        _, acl_total, acl_max = self._acl_size
         service: tuple[Entry, ...] = ()
         if opts.service_port is not None:
             service = (
@@ -292,14 +416,14 @@ class Compiler:
         counts = {
             names.SRC_CLASS: len(src.entries),
             names.DST_CLASS: len(dst.entries),
-            names.ACL: sum(len(e) for e in acl.values()),
+            names.ACL: acl_total,
             names.L2_FORWARD: len(l2),
         }
         stats = CompileStats(
             entries=counts,
             rules=len(rules),
             acl_entries=counts[names.ACL],
-            max_entries_per_rule=max((len(e) for e in acl.values()), default=0),
+            max_entries_per_rule=acl_max,
             src_encoding=src.encoding.kind,
             dst_encoding=dst.encoding.kind,
             src_bits=src.encoding.bits,
@@ -311,6 +435,17 @@ class Compiler:
         return CompiledPolicy(
             src, dst, acl, acl_default, l2, service, dict(resolved.rule_names), stats
         )
+
+
+def _recoded(old: Codes | None, new: Codes) -> set[str]:
+    """Names whose codes differ between two code maps."""
+    if old is None or old is new:
+        return set()
+    return {n for n in old.keys() | new.keys() if old.get(n) != new.get(n)}
+
+
+def _uses(groups: tuple[str, ...] | None, names_: set[str]) -> bool:
+    return groups is not None and any(g in names_ for g in groups)
 
 
 def _same_codes(groups: tuple[str, ...] | None, old: Codes, new: Codes) -> bool:

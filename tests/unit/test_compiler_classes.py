@@ -203,3 +203,34 @@ def test_a_reused_compiler_follows_new_codes_under_unchanged_rules(bits: int) ->
     for s, d in itertools.product(range(0, 70, 3), range(0, 70, 5)):
         pkt = Packet(f"10.0.0.{s}", f"10.0.0.{d}", 6, 1, 2)
         assert tables.verdict(*pkt) == evaluate(moved, pkt), pkt
+
+
+def test_a_full_field_is_extended_by_laying_it_out_again_wider() -> None:
+    # Three disjoint groups fill a 2-bit field (values 1..3); a workload then joins g0 and g1:
+    # no free value, nothing to reclaim, so the field moves to unused bits, 3 wide.
+    names_ = ("g0", "g1", "g2")
+    enc = choose_encoding(names_, {1, 2, 4}, "packed", bits=8)
+    assert enc.bits == 2
+    grown = enc.extended([0b011], live=lambda: {1, 2, 4}, limit=8)
+    assert grown is not None and grown.generation == enc.generation + 1 and grown.bits == 5
+    for mask in (1, 2, 4, 0b011):
+        cid = grown.class_ids[mask]
+        for i, name in enumerate(names_):
+            hit = any(cid & t.mask == t.value for t in grown.codes[name])
+            assert hit == bool(mask >> i & 1), (mask, name)
+    assert enc.extended([0b011], live=lambda: {1, 2, 4}, limit=4) is None  # no room: rebuild
+
+
+def test_dead_combinations_are_reclaimed_before_a_field_grows() -> None:
+    names_ = ("g0", "g1", "g2")
+    enc = choose_encoding(names_, {1, 2, 4}, "packed", bits=8)
+    # Widen once for {g0, g1}; once no address holds that combination, {g1, g2} reuses room.
+    first = enc.extended([0b011], live=lambda: {1, 2, 4}, limit=8)
+    assert first is not None
+    second = first.extended([0b110], live=lambda: {1, 2, 4}, limit=first.bits)
+    assert second is not None and second.bits == first.bits
+    for mask in (1, 2, 4, 0b110):
+        cid = second.class_ids[mask]
+        for i, name in enumerate(names_):
+            hit = any(cid & t.mask == t.value for t in second.codes[name])
+            assert hit == bool(mask >> i & 1), (mask, name)
