@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controlplane.policy import Policy, PolicyError, Problem, analyze, load_policy_file, resolve
+from controlplane.inventory import Inventory
+from controlplane.policy import Policy, PolicyError, Problem, analyze, load_policy_file
 from offload import names
-from offload.compiler import CompiledPolicy, CompileOptions, Compiler
+from offload.compiler import CompiledPolicy, CompileOptions
 from offload.compiler.delta import diff as compiled_diff
 from offload.compiler.rules import ResolvedPolicy
 from offload.entries import Entry
@@ -62,7 +63,12 @@ def stateful_default(compiled: CompiledPolicy) -> CompiledPolicy:
 
 
 class HostAgent:
-    """Compiles policies for one host and keeps its target's policy tables equal to them."""
+    """Compiles policies for one host and keeps its target's policy tables equal to them.
+
+    The compile state lives in an `Inventory`: a policy apply starts a new one (keeping the
+    dynamic tags), and inventory events (tags, workloads, template instances) change it
+    incrementally, so the agent's idea of what the target holds is always the inventory's.
+    """
 
     def __init__(
         self,
@@ -77,36 +83,38 @@ class HostAgent:
         self.service = service
         if service is not None and not self.options.stateful:
             raise ValueError("a service controller needs CompileOptions(stateful=True)")
-        self.compiler = Compiler(self.options)
+        self.inventory: Inventory | None = None
         self.policy: Policy | None = None
         self.compiled: CompiledPolicy | None = None
-        self.lock = threading.Lock()  # one apply at a time
+        self.lock = threading.RLock()  # one change at a time
 
     def push_pipeline(self, device_config: bytes = b"") -> None:
         """Push firewall.p4 (P4Info and the target's device config) to the target."""
         self.client.set_pipeline(self.schema, device_config)
 
+    def _finish(self, compiled: CompiledPolicy) -> CompiledPolicy:
+        if self.service is not None and self.options.service_port is not None:
+            return stateful_default(compiled)
+        return compiled
+
+    def _inventory(self, policy: Policy) -> Inventory:
+        tags = self.inventory.tags if self.inventory is not None else None
+        return Inventory(policy, self.options, tags=tags, finish=self._finish)
+
     def plan(self, policy: Policy) -> tuple[CompiledPolicy, Diff, list[Problem]]:
         """Compile `policy` and compute the writes from what is enforced now, writing nothing."""
-        resolved = resolve(policy)
-        warnings = analyze(policy, resolved)
-        compiled = self._compile(resolved)
-        return compiled, compiled_diff(self.compiled, compiled), warnings
-
-    def _compile(self, resolved: ResolvedPolicy) -> CompiledPolicy:
-        compiled = self.compiler.compile(resolved)
-        if self.service is not None and self.options.service_port is not None:
-            compiled = stateful_default(compiled)
-        return compiled
+        inventory = self._inventory(policy)
+        warnings = analyze(inventory.current, inventory.resolved)
+        return inventory.compiled, compiled_diff(self.compiled, inventory.compiled), warnings
 
     def apply(self, policy: Policy, progress: Progress | None = None) -> ApplyResult:
         """Enforce `policy`: a full sync against the target's real state the first time, then
         only the entries that changed. A failure leaves the previous policy recorded as enforced,
         and the next apply re-reads the target."""
         with self.lock:
-            resolved = resolve(policy)
-            warnings = analyze(policy, resolved)
-            compiled = self._compile(resolved)
+            inventory = self._inventory(policy)
+            resolved, compiled = inventory.resolved, inventory.compiled
+            warnings = analyze(inventory.current, resolved)
             if self.compiled is None:
                 report = sync(
                     self.client, self.schema, compiled.entries(), POLICY_TABLES, progress=progress
@@ -118,10 +126,8 @@ class HostAgent:
                 except Exception:
                     self.compiled = None  # unknown state: resync from the target next time
                     raise
-            self.policy, self.compiled = policy, compiled
-            resimulation = None
-            if self.service is not None:
-                resimulation = self.service.load_policy(resolved, self.options.host)
+            self.inventory, self.policy, self.compiled = inventory, policy, compiled
+            resimulation = self._resimulate(resolved)
             log.info(
                 "policy applied: %d inserted, %d modified, %d deleted, %d unchanged",
                 report.inserted,
@@ -130,6 +136,29 @@ class HostAgent:
                 report.unchanged,
             )
             return ApplyResult(report, warnings, compiled, resimulation)
+
+    def write_inventory_change(self, writes: Diff) -> SyncReport:
+        """Write a diff the inventory computed for its events; the service follows.
+
+        Called after `self.inventory.apply(...)`; if the target refuses, the caller undoes the
+        events, and the next policy apply re-reads the target.
+        """
+        with self.lock:
+            if self.inventory is None:
+                raise RuntimeError("no policy applied yet")
+            try:
+                report = apply_diff(self.client, self.schema, writes)
+            except Exception:
+                self.compiled = None
+                raise
+            self.compiled = self.inventory.compiled
+            self._resimulate(self.inventory.resolved)
+            return report
+
+    def _resimulate(self, resolved: ResolvedPolicy) -> ResimulationReport | None:
+        if self.service is None:
+            return None
+        return self.service.load_policy(resolved, self.options.host)
 
     def apply_file(self, path: str | Path, progress: Progress | None = None) -> ApplyResult:
         """Load, check and enforce a policy file; a bad file raises and changes nothing."""

@@ -194,6 +194,13 @@ def demo(as_json: bool) -> None:
 )
 @click.option("--once", is_flag=True, help="Apply the policy once and exit.")
 @click.option(
+    "--control-socket",
+    default=None,
+    metavar="PATH",
+    help="The local API socket (`nicfw tag ...`); default $NICFW_CONTROL_SOCKET or "
+    "/run/nicfw/control.sock; 'none' turns it off.",
+)
+@click.option(
     "--service-port",
     type=click.IntRange(1, 254),
     help="Stateful mode: the pipeline port of the firewall service (allows are offloaded).",
@@ -235,8 +242,10 @@ def run(
     fastpath_ctrl: str | None,
     flow_idle_timeout: float,
     flows_db: Path | None,
+    control_socket: str | None,
 ) -> None:
     """The daemon: program the target from the policy and follow the policy file's changes."""
+    from controlplane.api import DEFAULT_SOCKET
     from controlplane.daemon import Daemon, DaemonOptions
     from controlplane.flows import DEFAULT_FLOWS_DB
 
@@ -254,6 +263,7 @@ def run(
         fastpath_ctrl=fastpath_ctrl,
         flow_idle_timeout=flow_idle_timeout,
         flows_db=flows_db or DEFAULT_FLOWS_DB,
+        control_socket=None if control_socket == "none" else control_socket or DEFAULT_SOCKET,
     )
     with failures():
         Daemon(options).run(once=once)
@@ -498,9 +508,11 @@ def flows(
 
 
 def _mount_target() -> None:
+    from controlplane.cli_tags import tag
     from offload.target.cli import target_command
 
     cli.add_command(target_command, "target")
+    cli.add_command(tag, "tag")
 
 
 _mount_target()
@@ -545,6 +557,11 @@ _bench_command(
     "service",
     "bench.bench_service",
     "New connections/s through the service with offload; resimulation of 100K flows (root).",
+)
+_bench_command(
+    "tags",
+    "bench.bench_tags",
+    "Tag change -> diff time and writes at 10K workloads / 1K groups / 10K rules; 50-VM instance.",
 )
 _bench_command(
     "fastpath",

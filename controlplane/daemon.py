@@ -7,6 +7,7 @@ changes: each change is checked first, and only a good policy reaches the target
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 from controlplane.agent import HostAgent
+from controlplane.api import DEFAULT_SOCKET, ControlServer, TagService
 from controlplane.policy import Policy, PolicyError, demo_policy_text, load_policy, load_policy_file
 from controlplane.rejects import RejectResponder
 from controlplane.service import Backend, ServiceController, ServiceOptions
@@ -39,6 +41,7 @@ class DaemonOptions:
     interfaces: tuple[str, ...] = ()  # embedded target: PORT@IFACE
     device_config: bytes = b""
     election_id: int = 10
+    control_socket: str | None = DEFAULT_SOCKET  # the local API (`nicfw tag ...`); None: off
     interval: float = 0.5
     service_port: int | None = None  # stateful mode: the pipeline's service port
     service_iface: str | None = None  # the interface the fast path polls (the port's peer)
@@ -87,6 +90,7 @@ class Daemon:
         self.agent: HostAgent | None = None
         self.service: ServiceController | None = None
         self.client: P4Client | None = None
+        self.tags: TagService | None = None
         self.rejects = RejectResponder()
         self.address = options.target or ""
 
@@ -168,6 +172,12 @@ class Daemon:
             if not same_pipeline(client, self.schema):
                 agent.push_pipeline(self.options.device_config)
             result = agent.apply(policy)
+            if self.options.control_socket:
+                assert agent.inventory is not None
+                self.tags = TagService(agent.inventory, agent.write_inventory_change)
+                control = ControlServer(self.options.control_socket, self.tags)
+                control.start()
+                stack.callback(control.stop)
             for w in result.warnings:
                 log.warning("%s", w)
             print(
@@ -192,7 +202,10 @@ class Daemon:
             log.error("policy change rejected, keeping the enforced policy:\n%s", exc)
             return
         try:
-            result = self.agent.apply(policy)
+            with self._tags_locked():
+                result = self.agent.apply(policy)  # dynamic tags carry over to the new policy
+                if self.tags is not None and self.agent.inventory is not None:
+                    self.tags.inventory = self.agent.inventory
         except Exception as exc:  # the daemon outlives one failed write
             log.error("policy change failed on the target: %s", exc)
             return
@@ -215,6 +228,10 @@ class Daemon:
                 resim.offloads_removed,
                 resim.offloads_updated,
             )
+
+    def _tags_locked(self) -> contextlib.AbstractContextManager[object]:
+        """Hold off tag changes while the policy is replaced."""
+        return self.tags.lock if self.tags is not None else contextlib.nullcontext()
 
     def stop(self) -> None:
         """Ask the run loop to end."""

@@ -207,7 +207,7 @@ class ServiceController:
         self.idle_ns = int(options.idle_timeout_s * 1e9)
         self._offloads: dict[FlowKey, _Offload] = {}
         self._by_entry: dict[EntryKey, tuple[FlowKey, int]] = {}
-        self._demoted: dict[FlowKey, int] = {}  # flow -> wall ns when its entries went
+        self._demoted: dict[FlowKey, int] = {}  # flow -> wall ns of its last hardware hit
         # flows removed on both sides by an idle timeout (a later NEW is a re-offload)
         self._idled_out: OrderedDict[FlowKey, None] = OrderedDict()
         self._lock = threading.RLock()
@@ -520,7 +520,10 @@ class ServiceController:
                     continue
                 flow = self.store.get(key)
                 if flow is not None and not flow.ended:
-                    self._demoted[key] = wall  # alive in the fast path: re-offload when seen
+                    # Alive in the fast path: it saw a packet after the last hardware hit (that
+                    # is why FLOW_DEL kept it), and that packet may well be the last one for a
+                    # while, so the next reconcile re-offloads on the same mark.
+                    self._demoted[key] = last_hit
         self.counters["idle_removed"] += len(removed)
         self.counters["idle_kept"] += len(idle_flows) - len(removed)
 
