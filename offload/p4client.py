@@ -22,6 +22,7 @@ import grpc
 from offload.counters import Counts, read_direct_counters
 from offload.entries import Entry
 from offload.names import ACL
+from offload.p4decode import EntryDecoder
 from offload.p4entity import EntityError, TableEntryEncoder, decode_table_entry, gc_paused
 from offload.p4errors import (
     NotPrimary,
@@ -517,12 +518,13 @@ class P4Client:
             te.is_default_action = True
         if with_counters:
             te.counter_data.SetInParent()
+        decode = EntryDecoder(schema).decode
         for result in self.read([entity]):
             if result.WhichOneof("entity") != "table_entry":
                 continue
             msg = result.table_entry
             try:
-                entry = decode_table_entry(schema, msg)
+                entry = decode(msg)
             except EntityError as exc:
                 raise P4ClientError(
                     "Read", rpc_code.INTERNAL, f"undecodable entry: {exc}"

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from offload.entries import Entry, Exact, FieldMatch, Lpm, Optional, Range, Ternary
 from offload.p4schema import MatchKind, P4Schema, SchemaError, TableInfo
 from offload.p4values import P4ValueError, decode_int, encode_int, prefix_mask
+from offload.p4wire import WireEncoder, update_bytes
 from offload.proto import p4r, rpc_code
 
 
@@ -267,6 +268,7 @@ class TableEntryEncoder:
         self.schema = schema
         self._tables: dict[str, tuple[int, _FieldPlan]] = {}
         self._actions: dict[str, _ActionPlan] = {}
+        self._wire = WireEncoder(schema)
 
     def _table(self, name: str) -> tuple[int, _FieldPlan]:
         plan = self._tables.get(name)
@@ -356,18 +358,22 @@ class TableEntryEncoder:
     def add_updates(
         self, request: p4r.WriteRequest, update_type: int, entries: Iterable[Entry]
     ) -> None:
-        """Append one update of `update_type` per entry to a WriteRequest, in order."""
-        add = request.updates.add
+        """Append one update of `update_type` per entry to a WriteRequest, in order.
+
+        An entry that cannot be encoded raises before the request changes.
+        """
         key_only = update_type == p4r.Update.DELETE
-        encode = self._encode_into
-        entry = None
+        fast = self._wire.table_entry
+        parts = []
         with gc_paused():
-            try:
-                for entry in entries:
-                    encode(entry, add(type=update_type).entity.table_entry, key_only)
-            except (KeyError, SchemaError, P4ValueError) as exc:
-                assert entry is not None
-                raise _encode_error(entry, exc) from None
+            for entry in entries:
+                data = fast(entry, key_only)
+                if data is None:  # unusual or wrong: the message path, and its errors
+                    msg = p4r.TableEntry()
+                    self.encode_into(entry, msg, key_only=key_only)
+                    data = msg.SerializeToString()
+                parts.append(update_bytes(update_type, data))
+            request.MergeFromString(b"".join(parts))
 
 
 def _encode_error(entry: Entry, exc: Exception) -> EntityError:

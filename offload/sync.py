@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from offload.entries import Entry, EntryKey
 from offload.p4client import DELETE, INSERT, MODIFY, P4Client
+from offload.p4entity import gc_paused
 from offload.p4errors import P4ClientError, code_name
 from offload.p4schema import P4Schema
 from offload.proto import p4r
@@ -207,18 +208,21 @@ def apply_diff(
     done = 0
     landed = {INSERT: 0, MODIFY: 0, DELETE: 0}
     try:
-        for op, batch_entries, start, request in plan:
-            count = len(request.updates)
-            failed = client.write_request(request, start)
-            report.batches += 1
-            for err in failed:
-                report.failures.append(
-                    SyncFailure(_OP_NAMES[op], batch_entries[err.index], err.code, err.message)
-                )
-            landed[op] += count - len(failed)
-            done += count
-            if progress is not None:
-                progress(done, total)
+        # No collections between batches either: each would walk every live entry (all of
+        # them, when the target runs in this process), for garbage without cycles.
+        with gc_paused():
+            for op, batch_entries, start, request in plan:
+                count = len(request.updates)
+                failed = client.write_request(request, start)
+                report.batches += 1
+                for err in failed:
+                    report.failures.append(
+                        SyncFailure(_OP_NAMES[op], batch_entries[err.index], err.code, err.message)
+                    )
+                landed[op] += count - len(failed)
+                done += count
+                if progress is not None:
+                    progress(done, total)
     except P4ClientError as exc:
         report.not_attempted = total - done
         _finish(report, landed, started)

@@ -1,7 +1,9 @@
 """P4Runtime entities on the pipeline: what Write changes and what Read returns.
 
 Writes come in two steps. `prepare` decodes and validates one Update (through
-`offload.p4entity.decode_table_entry`, the same rules the controller applies) without touching
+`offload.p4entity.decode_table_entry`, the same rules the controller applies; the ordinary
+entry through `offload.p4decode`'s fast path, which stores key values and builds no `Entry`
+until a Read needs one, and leaves everything else to the full decoder) without touching
 the pipeline, so it runs outside the pipeline lock; `apply` then changes the pipeline and
 returns how to undo the change, for ROLLBACK_ON_ERROR batches. Both raise `EntityError`
 carrying the gRPC code of the failure (ALREADY_EXISTS, NOT_FOUND, INVALID_ARGUMENT,
@@ -17,8 +19,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from offload.entries import Entry
+from offload.p4decode import FastTableDecoder, fast_decoders
 from offload.p4entity import EntityError, TableEntryEncoder, decode_table_entry
 from offload.p4schema import P4Schema, SchemaError
+from offload.p4wire import WireEncoder
 from offload.proto import p4r, rpc_code
 from offload.target.pipeline import Pipeline, default_entry
 from offload.target.tables import StoredEntry, Table, TableFull
@@ -40,7 +44,7 @@ class TableOp:
 
     type: int
     table: Table
-    entry: Entry
+    is_default: bool
     rec: StoredEntry | None  # the new entry (INSERT, MODIFY)
     identity: object
     counter: tuple[int, int] | None  # (packets, bytes) given with the update
@@ -81,6 +85,12 @@ class EntityStore:
         self._tie = itertools.count()
         self._param_order: dict[str, tuple[int, ...]] = {}
         self._encoder = TableEntryEncoder(self.schema)
+        self._wire = WireEncoder(self.schema)
+        self._fast = {
+            table_id: (decoder, pipeline.tables[decoder.table.name])
+            for table_id, decoder in fast_decoders(self.schema).items()
+            if decoder.table.name in pipeline.tables
+        }
         if previous is not None:  # RECONCILE_AND_COMMIT keeps the forwarding state
             self.groups = previous.groups
             self._aging = previous._aging
@@ -106,6 +116,11 @@ class EntityStore:
         raise EntityError(rpc_code.UNIMPLEMENTED, f"{which} is not supported by this target")
 
     def _prepare_table(self, utype: int, msg: p4r.TableEntry) -> TableOp:
+        fast = self._fast.get(msg.table_id)
+        if fast is not None:
+            op = self._prepare_fast(utype, msg, *fast)
+            if op is not None:
+                return op
         entry = decode_table_entry(self.schema, msg)
         table = self.pipeline.tables[entry.table]
         info = table.info
@@ -129,7 +144,7 @@ class EntityStore:
                 new = StoredEntry(entry, self._args(entry))
             else:  # MODIFY without an action resets the default entry
                 new = default_entry(self.schema, info)
-            return TableOp(utype, table, entry, new, None, None)
+            return TableOp(utype, table, True, new, None, None)
         identity = table.identity(entry)
         rec = None
         if utype != DELETE:
@@ -139,7 +154,39 @@ class EntityStore:
             rec.identity = identity
             rec.metadata = msg.metadata
             rec.controller_metadata = msg.controller_metadata
-        return TableOp(utype, table, entry, rec, identity, counter)
+        return TableOp(utype, table, False, rec, identity, counter)
+
+    def _prepare_fast(
+        self, utype: int, msg: p4r.TableEntry, decoder: FastTableDecoder, table: Table
+    ) -> TableOp | None:
+        """The common ordinary entry, without building an `Entry`; None: decode fully.
+
+        Anything out of the ordinary (a default entry, counter data, any error) goes through
+        `_prepare_table`'s full decode, which reports errors the one way.
+        """
+        if (
+            msg.HasField("counter_data")
+            or msg.HasField("time_since_last_hit")
+            or msg.HasField("meter_config")
+            or msg.HasField("meter_counter_data")
+        ):
+            return None
+        decoded = decoder.decode(msg)
+        if decoded is None:
+            return None
+        vals, action, args, priority, idle = decoded
+        identity = table.raw_identity(vals, priority)
+        if identity is None:
+            return None
+        if utype == DELETE:
+            return TableOp(utype, table, False, None, identity, None)
+        if not action:
+            return None
+        rec = StoredEntry(None, args, action, priority, idle, decoder.entry, vals)
+        rec.identity = identity
+        rec.metadata = msg.metadata
+        rec.controller_metadata = msg.controller_metadata
+        return TableOp(utype, table, False, rec, identity, None)
 
     def _args(self, entry: Entry) -> tuple[int, ...]:
         """The action's parameter values in declaration order (Entry keeps them by name)."""
@@ -196,7 +243,7 @@ class EntityStore:
     def _apply_table(self, op: TableOp) -> Undo:
         table = op.table
         rec = op.rec
-        if op.entry.is_default:
+        if op.is_default:
             old_default = table.default
             assert rec is not None and old_default is not None
             table.default = rec
@@ -293,7 +340,11 @@ class EntityStore:
     def encode_into(self, rec: StoredEntry, msg: p4r.TableEntry) -> None:
         """Fill an empty TableEntry with a stored entry (without counter data)."""
         if rec.wire is None:
-            self._encoder.encode_into(rec.entry, msg)
+            data = self._wire.table_entry(rec.entry, False)
+            if data is None:
+                self._encoder.encode_into(rec.entry, msg)
+            else:
+                msg.ParseFromString(data)
             if rec.metadata:
                 msg.metadata = rec.metadata
             if rec.controller_metadata:
@@ -344,7 +395,7 @@ class EntityStore:
         prio = request.priority
         for table in tables:
             for rec in table.entries.values():
-                if not prio or rec.entry.priority == prio:
+                if not prio or rec.priority == prio:
                     yield table, rec
 
     def _render_table(

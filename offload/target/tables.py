@@ -14,7 +14,7 @@ carries its direct counter (packets, bytes) and the time it was last hit, for id
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import cast
 
 from offload.entries import Entry, Exact, FieldMatch, Lpm, Optional, Range, Ternary
@@ -32,17 +32,20 @@ class StoredEntry:
     """One table entry as the target keeps it: decoded once, executed as plain values."""
 
     __slots__ = (
+        "_entry",
         "action",
         "args",
+        "build",
         "bytes",
         "controller_metadata",
-        "entry",
         "identity",
         "idle_timeout_ns",
         "last_hit",
         "metadata",
         "packets",
+        "priority",
         "ranges",
+        "raw",
         "seq",
         "sort_key",
         "tmask",
@@ -50,15 +53,34 @@ class StoredEntry:
         "wire",
     )
 
-    def __init__(self, entry: Entry, args: tuple[int, ...]) -> None:
-        self.entry = entry
-        self.action = entry.action
+    def __init__(
+        self,
+        entry: Entry | None,
+        args: tuple[int, ...],
+        action: str = "",
+        priority: int = 0,
+        idle_timeout_ns: int = 0,
+        build: Callable[..., Entry] | None = None,
+        raw: object = None,
+    ) -> None:
+        # `entry` None: a fast-path write (offload.p4decode) gives the action, priority
+        # and timeout, and its key values as `raw`; `build` makes the Entry from them on first
+        # use (a Read), not on the write.
+        self._entry = entry
+        self.build = build
+        self.raw = raw
+        if entry is not None:
+            action = entry.action
+            priority = entry.priority
+            idle_timeout_ns = entry.idle_timeout_ns
+        self.action = action
+        self.priority = priority
+        self.idle_timeout_ns = idle_timeout_ns
         self.args = args  # action parameters in the action's declaration order
         self.identity: Hashable = None
         self.packets = 0
         self.bytes = 0
         self.last_hit = time.monotonic_ns()
-        self.idle_timeout_ns = entry.idle_timeout_ns
         self.metadata = b""
         self.controller_metadata = 0
         self.seq = 0
@@ -67,6 +89,18 @@ class StoredEntry:
         self.tvalue = 0
         self.ranges: tuple[tuple[int, int, int], ...] = ()
         self.wire: bytes | None = None  # encoded TableEntry for reads, built on first read
+
+    @property
+    def entry(self) -> Entry:
+        """The entry as an `Entry` value."""
+        entry = self._entry
+        if entry is None:
+            assert self.build is not None
+            build = self.build
+            entry = self._entry = build(
+                self.raw, self.action, self.args, self.priority, self.idle_timeout_ns
+            )
+        return entry
 
 
 class Table:
@@ -92,6 +126,10 @@ class Table:
     def identity(self, entry: Entry) -> Hashable:
         """The P4Runtime identity of an entry in this table (its match and priority)."""
         raise NotImplementedError
+
+    def raw_identity(self, vals: Sequence[object], priority: int) -> Hashable | None:
+        """`identity` from the fast decoder's key values (P4Info order); None: decode fully."""
+        return None
 
     def get(self, identity: Hashable) -> StoredEntry | None:
         """The entry with this identity, if any."""
@@ -162,6 +200,10 @@ class ExactTable(Table):
         # Every key of an exact table is present (decode_table_entry checks it) and Exact.
         return tuple([match[i][1].value for i in self._order])  # type: ignore[union-attr]
 
+    def raw_identity(self, vals: Sequence[object], priority: int) -> Hashable | None:
+        """The tuple of key values (all present: the decoder checks exact keys)."""
+        return tuple(vals)
+
     def lookup(self, key: tuple[int, ...]) -> StoredEntry | None:
         """The entry matching a packet's key, if any."""
         return self.entries.get(key)
@@ -179,10 +221,17 @@ class LpmTable(Table):
         self._lengths: list[tuple[int, int, dict[int, StoredEntry]]] = []
 
     def identity(self, entry: Entry) -> Hashable:
-        """(value, prefix length)."""
+        """(value, prefix length); an omitted key is the /0 prefix (matches everything)."""
+        if not entry.match:
+            return (0, 0)
         fm = entry.match[0][1]
         assert isinstance(fm, Lpm)
         return (fm.value, fm.prefix_len)
+
+    def raw_identity(self, vals: Sequence[object], priority: int) -> Hashable | None:
+        """(value, prefix length), as `identity` gives it."""
+        value = vals[0]
+        return (0, 0) if value is None else cast(Hashable, value)
 
     def lookup(self, value: int) -> StoredEntry | None:
         """The entry with the longest prefix covering `value`."""
@@ -238,6 +287,10 @@ class TernaryTable(Table):
             if f.kind != MatchKind.RANGE
         )
         self._widths = {f.name: f.bitwidth for f in info.match_fields}
+        self._raw_plan = tuple(
+            (i, f.kind, self._offsets.get(f.name, 0), f.bitwidth)
+            for i, f in enumerate(info.match_fields)
+        )
         self._sorted: list[StoredEntry] = []
         self._dirty = False  # appended to, needs sorting
         self._stale = False  # entries removed, needs rebuilding from `entries`
@@ -255,6 +308,30 @@ class TernaryTable(Table):
             tvalue |= value << offset
             tmask |= mask << offset
         return (tvalue, tmask, tuple(sorted(ranges)), entry.priority)
+
+    def raw_identity(self, vals: Sequence[object], priority: int) -> Hashable | None:
+        """What `identity` gives for the same entry, from the fast decoder's key values."""
+        tvalue = tmask = 0
+        ranges = []
+        for i, kind, offset, width in self._raw_plan:
+            v = vals[i]
+            if v is None:
+                continue
+            if kind == MatchKind.TERNARY:
+                value, mask = cast(tuple[int, int], v)
+            elif kind == MatchKind.RANGE:
+                low, high = cast(tuple[int, int], v)
+                ranges.append((i, low, high))  # in key order, so sorted like `identity`'s
+                continue
+            elif kind == MatchKind.LPM:
+                value, plen = cast(tuple[int, int], v)
+                mask = prefix_mask(plen, width)
+            else:
+                value = cast(int, v)
+                mask = (1 << width) - 1
+            tvalue |= value << offset
+            tmask |= mask << offset
+        return (tvalue, tmask, tuple(ranges), priority)
 
     def pack(self, key: Sequence[int]) -> int:
         """Pack a packet's key values for the masked comparison."""
@@ -284,7 +361,7 @@ class TernaryTable(Table):
     def _added(self, rec: StoredEntry) -> None:
         rec.tvalue, rec.tmask, rec.ranges, _prio = cast(_TernaryIdentity, rec.identity)
         # Highest priority first; among equal priorities the older entry first.
-        rec.sort_key = (-rec.entry.priority, rec.seq)
+        rec.sort_key = (-rec.priority, rec.seq)
         if not self._stale:
             self._sorted.append(rec)
         self._dirty = True
