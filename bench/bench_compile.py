@@ -17,8 +17,6 @@ import dataclasses
 import gc
 import ipaddress
 import json
-import os
-import platform
 import random
 import statistics
 import time
@@ -42,6 +40,11 @@ from offload.compiler import CompileOptions, Compiler
 from offload.compiler.delta import diff
 from offload.entries import Ternary
 from offload.sync import diff as full_diff
+
+try:
+    from bench import common
+except ImportError:  # run as a script: bench/ itself is on sys.path
+    import common  # type: ignore[no-redef]
 
 TIERS = ("web", "app", "db")
 ENVS = ("prod", "staging", "dev")
@@ -158,20 +161,6 @@ def edit_one_rule(policy: Policy, index: int) -> tuple[Policy, Rule]:
     return dataclasses.replace(policy, sections=tuple(sections)), old
 
 
-def machine() -> str:
-    """CPU model, cores and Python, for the table's heading."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
 def run(n_workloads: int, n_groups: int, n_rules: int, range_kind: str) -> dict[str, Any]:
     """Every figure, by name."""
     out: dict[str, Any] = {
@@ -179,7 +168,7 @@ def run(n_workloads: int, n_groups: int, n_rules: int, range_kind: str) -> dict[
         "groups": n_groups,
         "rules": n_rules,
         "range_kind": range_kind,
-        "machine": machine(),
+        "machine": common.machine(load=False),
     }
     policy = synthetic_policy(n_workloads, n_groups, n_rules)
     gc.collect()
@@ -277,16 +266,13 @@ def render(results: dict[str, Any]) -> str:
         f"{results['workloads']:,} workloads, range kind {results['range_kind']}\n"
         f"machine: {results['machine']}"
     )
-    width = max(len(label) for _, label, _, _ in ROWS)
-    lines = [head, f"{'figure':<{width}}  {'value':>16}  unit"]
-    for key, label, unit, fmt in ROWS:
-        lines.append(f"{label:<{width}}  {fmt.format(results[key]):>16}  {unit}")
+    extra = []
     sync = results.get("sync")
     if sync:
         rate = f"{sync['full_sync_entries_per_s']:,.0f}"
         label = f"full sync of {sync['entries']:,} entries (goal 100,000/s)"
-        lines.append(f"{label:<{width}}  {rate:>16}  entries/s")
-    return "\n".join(lines)
+        extra.append((label, rate, "entries/s"))
+    return common.render_rows(head, ROWS, results, value_width=16, extra=extra)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import time
@@ -28,11 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_pyservice import tcp_frame
 from dpdk_app.fastpath import eal_args, find_binary, make_rule
 from dpdk_app.layout import ACT_ALLOW, ACT_DROP
 from dpdk_app.pyservice.datapath import Config, Datapath
 from dpdk_app.pyservice.warm import run_warm_up
+
+try:
+    from bench import common
+    from bench.bench_pyservice import tcp_frame
+except ImportError:  # run as a script: bench/ itself is on sys.path
+    import common  # type: ignore[no-redef]
+    from bench_pyservice import tcp_frame  # type: ignore[no-redef]
 
 NUMBA_BATCH = 256
 TCP_ACK = 0x10
@@ -134,8 +139,7 @@ def run(flows: int, packets: int, min_time: float) -> dict[str, Any]:
 def render(r: dict[str, Any]) -> str:
     """The figures as a table."""
     lines = [
-        f"fast path, established flows (conntrack hit), one core each "
-        f"({platform.processor() or platform.machine()}; {r['machine']})",
+        f"fast path, established flows (conntrack hit), one core each ({r['machine']})",
         f"{r['flows']} connections, {r['packets']} packets per pass",
         f"{'backend':<8} {'burst':>6} {'Mpps':>8} {'best':>8} {'ns/pkt':>8}  note",
     ]
@@ -166,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("--flows must be >= 1 and --packets >= --flows")
     packets = args.packets or 4 * args.flows
     report = run(args.flows, packets, args.min_time)
-    report["machine"] = f"{platform.node()} {platform.machine()} {platform.python_version()}"
+    report["machine"] = common.machine()
     print(json.dumps(report, indent=2) if args.json else render(report))
     # A run whose packets did not all hit tracked connections measured something else.
     return 1 if any("error" in report[b] and "mpps" in report[b] for b in ("dpdk", "numba")) else 0

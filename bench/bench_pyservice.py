@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import struct
 import time
@@ -29,6 +28,11 @@ from dpdk_app.fastpath import ServiceHeader, encapsulate, make_rule
 from dpdk_app.layout import ACT_DROP
 from dpdk_app.pyservice.datapath import Config, Datapath
 from dpdk_app.pyservice.warm import run_warm_up
+
+try:
+    from bench import common
+except ImportError:  # run as a script: bench/ itself is on sys.path
+    import common  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RULES = (REPO / ".." / "shared" / "data" / "classbench" / "acl1_10k").resolve()
@@ -128,10 +132,8 @@ def render(r: dict[str, Any]) -> str:
         ("resimulate", f"{r['resim_s'] * 1e3:.1f}", f"ms for {r['resim_checked']} flows"),
         ("  removed by the new policy", str(r["resim_removed"]), "flows"),
     ]
-    width = max(len(a) for a, _, _ in rows)
-    lines = [f"numba fallback service, one core ({platform.processor() or platform.machine()})"]
-    lines += [f"{a:<{width}}  {b:>12}  {c}" for a, b, c in rows]
-    return "\n".join(lines)
+    head = f"numba fallback service, one core ({r['machine']})"
+    return "\n".join([head, *common.table(rows, header=False)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     report = run(args.rules, args.flows)
-    report["machine"] = f"{platform.node()} {platform.machine()} {platform.python_version()}"
+    report["machine"] = common.machine()
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0
 

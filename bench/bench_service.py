@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import struct
 import subprocess
@@ -41,6 +40,11 @@ from offload.p4client import P4Client
 from offload.p4schema import P4Schema
 from offload.packetio import ServiceHeader, encapsulate
 
+try:
+    from bench import common
+except ImportError:  # run as a script: bench/ itself is on sys.path
+    import common  # type: ignore[no-redef]
+
 SERVICE_PORT = 3
 POLICY = """
 version: 1
@@ -53,21 +57,6 @@ default_action: drop
 """
 _IP = struct.Struct("!BBHHHBBH4s4s")
 _TCP = struct.Struct("!HHIIBBHHH")
-
-
-def machine() -> str:
-    """CPU model, cores, Python and the load at the start, for the table's heading."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    load = os.getloadavg()[0]
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, load {load:.2f}"
 
 
 def _checksum(data: bytes) -> int:
@@ -127,7 +116,7 @@ def run(connections: int, flows: int, backend: str) -> dict[str, Any]:
     tag = f"{os.getpid() % 100000}"
     a, b = f"nfbs{tag}a", f"nfbs{tag}b"
     subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b], check=True)
-    results: dict[str, Any] = {"machine": machine()}
+    results: dict[str, Any] = {"machine": common.machine()}
     try:
         for dev in (a, b):
             subprocess.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{dev}.disable_ipv6=1"])
@@ -224,11 +213,7 @@ ROWS = (
 def render(results: dict[str, Any]) -> str:
     """The figures as a text table."""
     head = f"bench_service: backend {results['backend']}\nmachine: {results['machine']}"
-    width = max(len(label) for _, label, _, _ in ROWS)
-    lines = [head, f"{'figure':<{width}}  {'value':>12}  unit"]
-    for key, label, unit, fmt in ROWS:
-        lines.append(f"{label:<{width}}  {fmt.format(results[key]):>12}  {unit}")
-    return "\n".join(lines)
+    return common.render_rows(head, ROWS, results)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

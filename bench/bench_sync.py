@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,6 +25,11 @@ from offload.p4entity import TableEntryEncoder
 from offload.p4schema import P4Schema
 from offload.proto import p4r
 from offload.sync import Diff, apply_diff, sync
+
+try:
+    from bench import common
+except ImportError:  # run as a script: bench/ itself is on sys.path
+    import common  # type: ignore[no-redef]
 
 V4 = 0xFFFF << 32  # IPv4-mapped prefix of the pipeline's 128-bit addresses
 
@@ -89,21 +92,6 @@ def encode_only(schema: P4Schema, entries: Sequence[Entry], batch_size: int) -> 
         request.SerializeToString()
 
 
-def machine() -> str:
-    """CPU model, cores, Python and the load at the start, for the table's heading."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    load = os.getloadavg()[0]  # other work on the machine skews every figure below
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, load {load:.2f}"
-
-
 def run(count: int, batch_size: int) -> dict[str, Any]:
     """Run every figure and return them by name."""
     from offload.target import SoftwareTarget
@@ -111,7 +99,8 @@ def run(count: int, batch_size: int) -> dict[str, Any]:
     schema = P4Schema.load()
     entries = make_entries(count)
     enc_s = best_of(3, lambda: encode_only(schema, entries, batch_size))
-    results: dict[str, Any] = {"entries": count, "batch_size": batch_size, "machine": machine()}
+    results: dict[str, Any] = {"entries": count, "batch_size": batch_size}
+    results["machine"] = common.machine()
     results["encode_entries_per_s"] = count / enc_s
     with SoftwareTarget("127.0.0.1:0") as target:
         client = P4Client.connect(
@@ -173,11 +162,7 @@ def render(results: dict[str, Any]) -> str:
     """The figures as a text table."""
     head = f"bench_sync: {results['entries']:,} entries (ACL + flow_cache), "
     head += f"batch {results['batch_size']}\nmachine: {results['machine']}"
-    width = max(len(label) for _, label, _, _ in ROWS)
-    lines = [head, f"{'figure':<{width}}  {'value':>12}  unit"]
-    for key, label, unit, fmt in ROWS:
-        lines.append(f"{label:<{width}}  {fmt.format(results[key]):>12}  {unit}")
-    return "\n".join(lines)
+    return common.render_rows(head, ROWS, results)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

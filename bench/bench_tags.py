@@ -43,10 +43,12 @@ from controlplane.policy.model import ServiceTerm
 from offload.compiler import CompileOptions
 
 try:
-    from bench.bench_compile import machine, synthetic_policy
+    from bench import common
+    from bench.bench_compile import synthetic_policy
 except ModuleNotFoundError:  # run as a script: the repository root is not on the path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bench.bench_compile import machine, synthetic_policy
+    from bench import common
+    from bench.bench_compile import synthetic_policy
 
 
 def tagged_policy(n_workloads: int, n_groups: int, n_rules: int) -> Policy:
@@ -122,7 +124,7 @@ def run(n_workloads: int, n_groups: int, n_rules: int, changes: int) -> dict[str
     t0 = time.perf_counter()
     inv = Inventory(policy, CompileOptions(range_kind="range"))
     out: dict[str, Any] = {
-        "machine": machine(),
+        "machine": common.machine(load=False),
         "workloads": n_workloads,
         "groups": len(policy.groups),
         "rules": len(policy.rules),

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import sys
 import tempfile
 import threading
@@ -33,27 +31,17 @@ from offload.proto import p4i, p4r, p4r_grpc
 from offload.target import SoftwareTarget
 from offload.target.pcap import PcapWriter
 
+try:
+    from bench import common
+except ImportError:  # run as a script: bench/ itself is on sys.path
+    import common  # type: ignore[no-redef]
+
 V4 = 0xFFFF << 32
 ELECTION = p4r.Uint128(high=0, low=1)
 H1, H2 = bytes.fromhex("000000000001"), bytes.fromhex("000000000002")
 L2_TO_PORT2 = Entry.make(
     names.L2_FORWARD, {"eth_dst": Exact(2)}, names.SET_EGRESS_PORT, {"port": 2}
 )
-
-
-def machine() -> str:
-    """CPU model, cores, Python and the load at the start, for the table's heading."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    load = os.getloadavg()[0]  # other work on the machine skews every figure below
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, load {load:.2f}"
 
 
 def acl_entries(count: int) -> list[Entry]:
@@ -167,7 +155,7 @@ def packet_rate(target: SoftwareTarget, frames: list[bytes], port: int = 1) -> f
 def run(entries: int, packets: int) -> dict[str, Any]:
     """Every figure, by name."""
     p4info = text_format.Parse(DEFAULT_P4INFO.read_text(), p4i.P4Info())
-    results: dict[str, Any] = {"machine": machine(), "entries": entries, "packets": packets}
+    results: dict[str, Any] = {"machine": common.machine(), "entries": entries, "packets": packets}
     with (
         tempfile.TemporaryDirectory() as tmp,
         SoftwareTarget("127.0.0.1:0", pcap_dir=tmp) as target,
@@ -239,12 +227,7 @@ def render(results: dict[str, Any]) -> str:
         f"bench_target: nicfw software target, {results['entries']:,} entries per Write figure "
         f"(2,000 at batch 1), {results['packets']:,} packets\nmachine: {results['machine']}"
     )
-    labels = [label.format(**results) for _, label, _, _ in ROWS]
-    width = max(len(label) for label in labels)
-    lines = [head, f"{'figure':<{width}}  {'value':>12}  unit"]
-    for (key, _, unit, fmt), label in zip(ROWS, labels, strict=True):
-        lines.append(f"{label:<{width}}  {fmt.format(results[key]):>12}  {unit}")
-    return "\n".join(lines)
+    return common.render_rows(head, ROWS, results)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

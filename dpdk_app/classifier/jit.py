@@ -6,6 +6,8 @@ global constant it reads, from whatever module they come from. Editing the hash 
 would leave the cached kernels of another file hashing the old way: wrong verdicts, silently.
 Here the cache stamp is a digest of every source the kernels depend on (this package and the
 shared dtypes), so any edit recompiles everything.
+`kernel_decorator(stamp)` makes the same decorator for kernels elsewhere whose stamp adds
+their own sources (`stacked_digest`, used by dpdk_app/pyservice/jit.py).
 
 This uses numba's cache classes (numba.core.caching), which are not a public API; if they ever
 differ, kernels simply run uncached (slower start, same results).
@@ -39,18 +41,28 @@ def source_digest() -> str:
     return h.hexdigest()
 
 
-def _cache_class() -> Any:
-    """A numba FunctionCache whose freshness stamp is source_digest(), or None."""
+def stacked_digest(package: Path) -> str:
+    """SHA-256 over source_digest() and every module of `package`: the stamp of kernels there,
+    which embed the classifier's code and their own package's."""
+    h = hashlib.sha256(source_digest().encode())
+    for path in sorted(package.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _cache_class(stamp: Callable[[], str]) -> Any:
+    """A numba FunctionCache whose freshness stamp is stamp(), or None."""
     try:
         from numba.core import caching
 
         class _InTree(caching.InTreeCacheLocator):
             def get_source_stamp(self) -> str:
-                return source_digest()
+                return stamp()
 
         class _UserWide(caching.UserWideCacheLocator):
             def get_source_stamp(self) -> str:
-                return source_digest()
+                return stamp()
 
         class _Impl(caching.CompileResultCacheImpl):
             _locator_classes = [_InTree, _UserWide]
@@ -63,18 +75,24 @@ def _cache_class() -> Any:
         return None
 
 
-_CACHE = _cache_class()
+def kernel_decorator(stamp: Callable[[], str]) -> Callable[..., Any]:
+    """A `kernel` decorator whose on-disk cache is stamped with stamp() (a source digest)."""
+    cache = _cache_class(stamp)
+
+    def kernel(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Decorator: numba.njit(**options) with the stamped cache (no `cache` option)."""
+
+        def wrap(func: Callable[..., Any]) -> Any:
+            dispatcher = numba.njit(**options)(func)
+            if cache is not None:
+                # No writable cache location, or numba internals moved on: run uncached.
+                with contextlib.suppress(Exception):
+                    dispatcher._cache = cache(dispatcher.py_func)
+            return dispatcher
+
+        return wrap(fn) if fn is not None else wrap
+
+    return kernel
 
 
-def kernel(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
-    """Decorator: numba.njit(**options) with the package-wide cache (no `cache` option)."""
-
-    def wrap(func: Callable[..., Any]) -> Any:
-        dispatcher = numba.njit(**options)(func)
-        if _CACHE is not None:
-            # No writable cache location, or numba internals moved on: run uncached.
-            with contextlib.suppress(Exception):
-                dispatcher._cache = _CACHE(dispatcher.py_func)
-        return dispatcher
-
-    return wrap(fn) if fn is not None else wrap
+kernel = kernel_decorator(source_digest)
