@@ -509,15 +509,20 @@ class ServiceController:
         # been hit for the idle timeout (a late notification only moves the mark later, and
         # while the entries existed no packet of the flow could reach the fast path).
         last_hit = max(1, wall - self.idle_ns)
+        with self._lock:
+            # Marked before FLOW_DEL: once it returns, the next packet's NEW record can be
+            # handled (and counted as a re-offload) before this thread runs again.
+            for key in idle_flows:
+                self._idled_out[key] = None
+            while len(self._idled_out) > self.options.max_flows:
+                self._idled_out.popitem(last=False)
         self._unoffload(idle_flows)  # entries first: see the module docstring
         removed = self._forget(idle_flows, last_hit)
         with self._lock:
             for key in idle_flows:
                 if key in removed:
-                    self._idled_out[key] = None
-                    while len(self._idled_out) > self.options.max_flows:
-                        self._idled_out.popitem(last=False)
                     continue
+                self._idled_out.pop(key, None)  # kept by the fast path: not idled out
                 flow = self.store.get(key)
                 if flow is not None and not flow.ended:
                     # Alive in the fast path: it saw a packet after the last hardware hit (that
