@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dpdk_app import packets
 from dpdk_app.layout import ACT_ALLOW, ACT_DROP, ACT_REJECT, EV_END, EV_NEW
 from dpdk_app.packets import FRAG_LATER, PARSE_OK
 from dpdk_app.pyservice.jit import kernel
@@ -23,13 +24,7 @@ from dpdk_app.pyservice.tables import (
 
 # Drop reasons beyond the parser's (enum nicfw_drop in dpdk_app/src/nicfw.h, in order).
 DROP_NAMES = (
-    "not_service",
-    "truncated",
-    "non_ip",
-    "bad_ipv4",
-    "bad_ipv6",
-    "bad_l4",
-    "bad_tcp_flags",
+    *packets.DROP_NAMES,
     "multiseg",
     "fragment",
     "rule",

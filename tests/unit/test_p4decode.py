@@ -9,13 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offload import names
-from offload.entries import Entry, Exact, FieldMatch, Lpm, Optional, Range, Ternary
+from offload.entries import Entry, Optional, Range, Ternary
 from offload.p4decode import EntryDecoder, fast_decoders
 from offload.p4entity import EntityError, decode_table_entry, encode_table_entry
-from offload.p4schema import MatchKind, P4Schema
+from offload.p4schema import P4Schema
 from offload.proto import p4r
 from offload.target.entities import EntityStore, Op, TableOp
 from offload.target.pipeline import Pipeline
+
+try:
+    from .entrygen import entries
+except ImportError:  # tests/unit on sys.path (pytest's default import mode)
+    from entrygen import entries
 
 SCHEMA = P4Schema.load()
 DECODERS = fast_decoders(SCHEMA)
@@ -25,49 +30,6 @@ READER = EntryDecoder(SCHEMA)
 SLOW._fast = {}  # the reference: every entry through decode_table_entry
 ALL_FIELD_IDS = sorted({f.id for t in SCHEMA.iter_tables() for f in t.match_fields})
 ALL_ACTION_IDS = sorted({a for t in SCHEMA.iter_tables() for a in t.action_ids})
-
-
-def field_match(kind: MatchKind, width: int) -> st.SearchStrategy[FieldMatch]:
-    """Well-formed keys of one kind (canonical: no don't-care masks, ranges or prefixes)."""
-    top = (1 << width) - 1
-    value = st.integers(0, top)
-    if kind == MatchKind.EXACT:
-        return value.map(Exact)
-    if kind == MatchKind.OPTIONAL:
-        return value.map(Optional)
-    if kind == MatchKind.TERNARY:
-        return st.tuples(value, st.integers(1, top)).map(lambda vm: Ternary(vm[0] & vm[1], vm[1]))
-    if kind == MatchKind.LPM:
-
-        def lpm(vp: tuple[int, int]) -> Lpm:
-            v, plen = vp
-            return Lpm(v >> (width - plen) << (width - plen), plen)
-
-        return st.tuples(value, st.integers(1, width)).map(lpm)
-    return (
-        st.tuples(value, value)
-        .map(lambda lh: Range(min(lh), max(lh)))
-        .filter(lambda r: not (r.low == 0 and r.high == top))
-    )
-
-
-@st.composite
-def entries(draw: st.DrawFn) -> Entry:
-    """Random valid entries of the firewall tables that take entries."""
-    tables = [t for t in SCHEMA.iter_tables() if t.match_fields]
-    table = draw(st.sampled_from(tables))
-    match = {}
-    for f in table.match_fields:
-        if f.kind == MatchKind.EXACT or draw(st.booleans()):
-            match[f.name] = draw(field_match(f.kind, f.bitwidth))
-    actions = sorted(table.action_ids - table.default_only_action_ids)
-    action = SCHEMA.action(draw(st.sampled_from(actions)))
-    params = {p.name: draw(st.integers(0, (1 << p.bitwidth) - 1)) for p in action.params}
-    priority = draw(st.integers(1, 2**31 - 1)) if table.needs_priority else 0
-    idle = draw(st.integers(0, 10**12)) if table.supports_idle_timeout else 0
-    return Entry.make(
-        table.name, match, action.name, params, priority=priority, idle_timeout_ns=idle
-    )
 
 
 BYTES = st.one_of(
