@@ -64,7 +64,9 @@ class TagService:
     def _ops(self) -> dict[str, Callable[[Mapping[str, Any]], Reply]]:
         return {"tag.add": self._add, "tag.rm": self._rm, "tag.ls": self._ls}
 
-    def _change(self, event: TagAttached | TagDetached) -> Reply:
+    def _change(self, event: TagAttached | TagDetached, dry_run: bool = False) -> Reply:
+        if dry_run:
+            return self._dry_run(event)
         with self.lock:
             inv = self.inventory
             had = next(
@@ -90,16 +92,36 @@ class TagService:
             "deletes": len(writes.deletes),
         }
 
+    def _dry_run(self, event: TagAttached | TagDetached) -> Reply:
+        """What the change would write and whom it touches; nothing is changed."""
+        with self.lock:
+            inv = self.inventory
+            result = inv.dry_run(event)
+            names = inv.compiled.rule_names
+        return {
+            "ok": True,
+            "dry_run": True,
+            "inserts": len(result.diff.inserts),
+            "modifies": len(result.diff.modifies),
+            "deletes": len(result.diff.deletes),
+            "workloads": sorted(result.workloads),
+            "groups": sorted(result.groups),
+            "rules": sorted(names.get(r, str(r)) for r in result.rules),
+        }
+
     def _add(self, r: Mapping[str, Any]) -> Reply:
         expires = r.get("expires")
         if expires is not None and (
             isinstance(expires, bool) or not isinstance(expires, int | float)
         ):
             raise ValueError(f"expires must be a number of seconds, not {expires!r}")
-        return self._change(TagAttached(_text(r, "workload"), _text(r, "tag"), expires))
+        event = TagAttached(_text(r, "workload"), _text(r, "tag"), expires)
+        return self._change(event, bool(r.get("dry_run")))
 
     def _rm(self, r: Mapping[str, Any]) -> Reply:
-        return self._change(TagDetached(_text(r, "workload"), _text(r, "tag")))
+        return self._change(
+            TagDetached(_text(r, "workload"), _text(r, "tag")), bool(r.get("dry_run"))
+        )
 
     def _ls(self, r: Mapping[str, Any]) -> Reply:
         with self.lock:
@@ -225,14 +247,22 @@ def request(path: str | Path, message: Mapping[str, Any], timeout: float = 10.0)
     return reply
 
 
-def tag_add(path: str | Path, workload: str, tag: str, expires: float | None = None) -> Reply:
-    """Attach a dynamic tag (for `expires` seconds)."""
-    return request(path, {"op": "tag.add", "workload": workload, "tag": tag, "expires": expires})
+def tag_add(
+    path: str | Path,
+    workload: str,
+    tag: str,
+    expires: float | None = None,
+    dry_run: bool = False,
+) -> Reply:
+    """Attach a dynamic tag (for `expires` seconds); `dry_run`: only say what it would do."""
+    message = {"op": "tag.add", "workload": workload, "tag": tag, "expires": expires}
+    return request(path, message | {"dry_run": dry_run})
 
 
-def tag_rm(path: str | Path, workload: str, tag: str) -> Reply:
-    """Detach a dynamic tag."""
-    return request(path, {"op": "tag.rm", "workload": workload, "tag": tag})
+def tag_rm(path: str | Path, workload: str, tag: str, dry_run: bool = False) -> Reply:
+    """Detach a dynamic tag; `dry_run`: only say what it would do."""
+    message = {"op": "tag.rm", "workload": workload, "tag": tag, "dry_run": dry_run}
+    return request(path, message)
 
 
 def tag_ls(path: str | Path) -> list[dict[str, Any]]:

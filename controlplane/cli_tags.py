@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import click
 
@@ -30,6 +31,17 @@ def tag(ctx: click.Context, socket_path: str) -> None:
     ctx.obj = socket_path
 
 
+DRY_RUN = click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print what would change (entries, workloads, groups, rules) as JSON; change nothing.",
+)
+
+
+def _show_dry_run(reply: dict[str, Any]) -> None:
+    click.echo(json.dumps({k: v for k, v in reply.items() if k != "ok"}, indent=2))
+
+
 def _fail(exc: ApiError) -> None:
     raise click.ClickException(str(exc))
 
@@ -43,13 +55,19 @@ def _fail(exc: ApiError) -> None:
     default=None,
     help="Detach after this many seconds.",
 )
+@DRY_RUN
 @click.pass_obj
-def add(socket_path: str, workload: str, tag_name: str, expires: float | None) -> None:
+def add(
+    socket_path: str, workload: str, tag_name: str, expires: float | None, dry_run: bool
+) -> None:
     """Attach TAG to WORKLOAD."""
     try:
-        reply = tag_add(socket_path, workload, tag_name, expires)
+        reply = tag_add(socket_path, workload, tag_name, expires, dry_run)
     except ApiError as exc:
         _fail(exc)
+        return
+    if dry_run:
+        _show_dry_run(reply)
         return
     writes = reply["inserts"] + reply["modifies"] + reply["deletes"]
     until = f", expires in {expires:g} s" if expires else ""
@@ -59,13 +77,17 @@ def add(socket_path: str, workload: str, tag_name: str, expires: float | None) -
 @tag.command("rm")
 @click.argument("workload")
 @click.argument("tag_name", metavar="TAG")
+@DRY_RUN
 @click.pass_obj
-def rm(socket_path: str, workload: str, tag_name: str) -> None:
+def rm(socket_path: str, workload: str, tag_name: str, dry_run: bool) -> None:
     """Detach TAG from WORKLOAD."""
     try:
-        reply = tag_rm(socket_path, workload, tag_name)
+        reply = tag_rm(socket_path, workload, tag_name, dry_run)
     except ApiError as exc:
         _fail(exc)
+        return
+    if dry_run:
+        _show_dry_run(reply)
         return
     writes = reply["inserts"] + reply["modifies"] + reply["deletes"]
     click.echo(f"{workload}: tag {tag_name} detached ({writes} entries written)")

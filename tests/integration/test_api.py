@@ -142,3 +142,26 @@ def test_a_write_the_target_refuses_leaves_the_tags_as_they_were(tmp_path: Path)
         assert set(inv.compiled.entries()) == set(before)
     finally:
         server.stop()
+
+
+def test_dry_run_says_what_would_change_and_changes_nothing(
+    served: tuple[str, FakeTarget, Inventory],
+) -> None:
+    path, target, _ = served
+    before = list(target.entries)
+    out = CliRunner().invoke(tag, ["--socket", path, "add", "app-a", "quarantine", "--dry-run"])
+    assert out.exit_code == 0, out.output
+    plan = json.loads(out.output)
+    assert plan["dry_run"] and plan["inserts"] + plan["modifies"] > 0
+    assert plan["workloads"] == ["app-a"]
+    assert "quarantined" in plan["groups"]
+    assert target.writes == [] and target.entries == before  # nothing was written
+    assert tag_ls(path) == []
+    assert target.verdict("10.0.1.1", "10.0.2.1", 8080) == "allow"
+    # The real change writes what the dry run announced.
+    reply = tag_add(path, "app-a", "quarantine")
+    assert (reply["inserts"], reply["modifies"], reply["deletes"]) == (
+        plan["inserts"],
+        plan["modifies"],
+        plan["deletes"],
+    )
