@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -393,6 +394,144 @@ def policy_apply(path: Path, target: str, device_id: int, election_id: int, as_j
         f"{r.unchanged} unchanged in {r.total_s * 1000:.1f} ms",
         highlight=False,
     )
+
+
+def _store(state_dir: Path | None) -> Any:
+    from controlplane.revisions import DEFAULT_STATE_DIR, RevisionStore
+
+    return RevisionStore(state_dir or DEFAULT_STATE_DIR)
+
+
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where drafts and revisions live (default $NICFW_STATE_DIR/policy or "
+    "/var/lib/nicfw/policy).",
+)
+enforced_option = click.option(
+    "--enforced",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The enforced policy file (the one `nicfw run --policy` watches).",
+)
+
+
+@policy.group("draft")
+def policy_draft() -> None:
+    """Staged changes: save, list and diff drafts before publishing them."""
+
+
+@policy_draft.command("save")
+@click.argument("name")
+@click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@state_dir_option
+def draft_save(name: str, path: Path, state_dir: Path | None) -> None:
+    """Check PATH and keep it as draft NAME."""
+    from controlplane.revisions import RevisionError
+
+    with failures():
+        try:
+            saved = _store(state_dir).save_draft(name, path.read_text(encoding="utf-8"))
+        except RevisionError as exc:
+            raise Failure(str(exc)) from None
+    console.print(f"draft {name} saved ({saved})", highlight=False)
+
+
+@policy_draft.command("ls")
+@state_dir_option
+@json_option
+def draft_ls(state_dir: Path | None, as_json: bool) -> None:
+    """The saved drafts."""
+    names = _store(state_dir).drafts()
+    if as_json:
+        emit_json(names)
+    else:
+        console.print("\n".join(names) or "no drafts", highlight=False)
+
+
+@policy_draft.command("diff")
+@click.argument("name")
+@enforced_option
+@state_dir_option
+@json_option
+def draft_diff(name: str, enforced: Path, state_dir: Path | None, as_json: bool) -> None:
+    """The table writes publishing draft NAME over the enforced policy would cause."""
+    from controlplane.revisions import RevisionError
+
+    with failures():
+        try:
+            changes = _store(state_dir).diff(name, enforced)
+        except RevisionError as exc:
+            raise Failure(str(exc)) from None
+    rows = {
+        "insert": entry_rows(changes.inserts),
+        "modify": entry_rows(changes.modifies),
+        "delete": entry_rows(changes.deletes),
+    }
+    if as_json:
+        emit_json({**rows, "unchanged": changes.unchanged})
+        return
+    for kind, kind_rows in rows.items():
+        if kind_rows:
+            print_rows(f"{kind} ({len(kind_rows)})", kind_rows)
+    console.print(
+        f"{len(changes.inserts)} to insert, {len(changes.modifies)} to modify, "
+        f"{len(changes.deletes)} to delete, {changes.unchanged} unchanged"
+    )
+
+
+@policy.command("publish")
+@click.argument("name")
+@enforced_option
+@state_dir_option
+def policy_publish(name: str, enforced: Path, state_dir: Path | None) -> None:
+    """Make draft NAME the enforced policy, atomically, as a new revision."""
+    from controlplane.revisions import RevisionError
+
+    with failures():
+        try:
+            rev = _store(state_dir).publish(name, enforced)
+        except RevisionError as exc:
+            raise Failure(str(exc)) from None
+    console.print(f"published draft {name} as revision {rev.number} to {enforced}", highlight=False)
+
+
+@policy.command("history")
+@state_dir_option
+@json_option
+def policy_history(state_dir: Path | None, as_json: bool) -> None:
+    """Every published revision."""
+    revs = _store(state_dir).history()
+    rows = [
+        {
+            "revision": r.number,
+            "published": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.published_at)),
+            "source": r.source,
+            "sha256": r.sha256[:12],
+        }
+        for r in revs
+    ]
+    if as_json:
+        emit_json([r.__dict__ for r in revs])
+    else:
+        print_rows("published revisions", rows)
+
+
+@policy.command("revert")
+@click.argument("revision", type=int)
+@enforced_option
+@state_dir_option
+def policy_revert(revision: int, enforced: Path, state_dir: Path | None) -> None:
+    """Enforce an earlier published REVISION again (recorded as a new revision)."""
+    from controlplane.revisions import RevisionError
+
+    with failures():
+        try:
+            rev = _store(state_dir).revert(revision, enforced)
+        except RevisionError as exc:
+            raise Failure(str(exc)) from None
+    console.print(f"revision {revision} enforced again as revision {rev.number}", highlight=False)
 
 
 @contextmanager
