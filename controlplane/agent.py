@@ -35,6 +35,7 @@ POLICY_TABLES: tuple[str, ...] = (
     names.L2_FORWARD,
     names.SRC_CLASS,
     names.DST_CLASS,
+    names.ACL_AUDIT,
     names.ACL,
 )
 

@@ -15,6 +15,7 @@ DST_CLASS: Final = "FirewallIngress.classify.dst_class"
 FLOW_CACHE: Final = "FirewallIngress.flows.flow_cache"
 IDENTITY: Final = "FirewallIngress.ident.identity"
 ACL: Final = "FirewallIngress.acl.acl"
+ACL_AUDIT: Final = "FirewallIngress.acl.acl_audit"
 
 # Actions
 NO_ACTION: Final = "NoAction"
@@ -31,9 +32,11 @@ ACL_ALLOW: Final = "FirewallIngress.acl.acl_allow"
 ACL_DROP: Final = "FirewallIngress.acl.acl_drop"
 ACL_REJECT: Final = "FirewallIngress.acl.acl_reject"
 ACL_SERVICE: Final = "FirewallIngress.acl.acl_service"
+AUDIT_HIT: Final = "FirewallIngress.acl.audit_hit"
 
 # Direct counters
 ACL_COUNTER: Final = "FirewallIngress.acl.acl_counter"
+ACL_AUDIT_COUNTER: Final = "FirewallIngress.acl.acl_audit_counter"
 FLOW_COUNTER: Final = "FirewallIngress.flows.flow_counter"
 
 # Controller headers

@@ -60,7 +60,8 @@ _INSTANCE = ("template", "members", "description")
 _TERM = ("protocol", "ports", "source_ports", "type", "code")
 _RULE = (
     *("name", "source", "destination", "service", "services", "action", "applied_to"),
-    *("log", "enabled", "id", "identity", "description", "scope", "template", *_TERM),
+    *("log", "enabled", "id", "identity", "description", "scope", "template", "audit"),
+    *_TERM,
 )
 MAX_PIPELINE_PORT = 510  # 9-bit ports; 511 is BMv2's drop port
 
@@ -401,7 +402,9 @@ class Loader(Reader):
         elif term_keys:
             term = self.term(at, term_keys)
             inline = (term,) if term is not None else ()
-        flags = {k: self.boolean(spec[k], k) if k in spec else None for k in ("log", "enabled")}
+        flags = {
+            k: self.boolean(spec[k], k) if k in spec else None for k in ("log", "enabled", "audit")
+        }
         identity = self.names(spec["identity"], "identity group") if "identity" in spec else ()
         if identity:
             self.problem(
@@ -445,11 +448,13 @@ class Loader(Reader):
             description,
             scope,  # type: ignore[arg-type]
             bound,
+            bool(flags["audit"]),
         )
 
     def section(self, at: At) -> Section | None:
         """One section: a name and its rules."""
-        spec = self.mapping(at, ("name", "rules", "description"), "a section", ("name",))
+        keys = ("name", "rules", "description", "audit")
+        spec = self.mapping(at, keys, "a section", ("name",))
         if spec is None or "name" not in spec:
             return None
         name = self.text(spec["name"], "a section name")
@@ -459,7 +464,8 @@ class Loader(Reader):
             rule = self.rule(item)
             if rule is not None:
                 rules.append(rule)
-        return Section(name or "", tuple(rules))
+        audit = self.boolean(spec["audit"], "audit") if "audit" in spec else None
+        return Section(name or "", tuple(rules), bool(audit))
 
     def template(self, tid: str, at: At) -> Template | None:
         """One entry of `templates`: what it matches on, its tags, its rules."""

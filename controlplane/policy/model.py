@@ -120,6 +120,7 @@ class Rule:
     description: str = ""
     scope: RuleScope = "any"  # same_instance: source and destination in one template instance
     template: str | None = None  # only workloads of this template (as destination, or both)
+    audit: bool = False  # counted and logged, never enforced: watch a rule before it bites
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +146,11 @@ class Instance:
 
 @dataclass(frozen=True, slots=True)
 class Section:
-    """An ordered, named list of rules."""
+    """An ordered, named list of rules; `audit` puts every one of them in audit mode."""
 
     name: str
     rules: tuple[Rule, ...] = ()
+    audit: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,7 @@ def derived_name(base: str | None, key: str) -> str:
     return f"{base if base is not None else ALL}@{key}"
 
 
-_CachedRule = tuple[Rule, int, str, tuple[int, ...], object, tuple[ResolvedRule, ...]]
+_CachedRule = tuple[Rule, int, tuple[str, bool], tuple[int, ...], object, tuple[ResolvedRule, ...]]
 
 
 class Resolver:
@@ -335,7 +335,7 @@ class Resolver:
         return self._instance_lists.get(rule.template, ())
 
     def _rule(
-        self, rule: Rule, ids: tuple[int, ...], position: int, section: str
+        self, rule: Rule, ids: tuple[int, ...], position: int, section: str, audit: bool
     ) -> tuple[ResolvedRule, ...]:
         terms: list[Term] = [t for s in rule.services for t in self._terms[s]]
         terms += [term_of(t) for t in rule.inline]
@@ -358,6 +358,7 @@ class Resolver:
                 shared[1],
                 log,
                 section,
+                audit,
             )
 
         expansion = self._expansion(rule)
@@ -440,7 +441,7 @@ class Resolver:
         ):
             # Same rules, same instances, no applied-to group changed: the same resolved rules.
             return self._result(policy)
-        placed = [(r, s.name) for s in policy.all_sections() for r in s.rules]
+        placed = [(r, (s.name, s.audit)) for s in policy.all_sections() for r in s.rules]
         names: list[str] = []
         for r, _ in placed:
             names.append(r.name)
@@ -459,9 +460,10 @@ class Resolver:
         previous = self._rules
         rebuilt = 0
         cache: dict[int, _CachedRule] = {}
-        for position, (rule, section) in enumerate(placed):
+        for position, (rule, (section_name, section_audit)) in enumerate(placed):
             if not rule.enabled:
                 continue
+            section = (section_name, rule.audit or section_audit)
             expansion = self._expansion(rule)
             rule_ids = (ids[rule.name], *(ids[f"{rule.name}@{i}"] for i in expansion or ()))
             hit = previous.get(id(rule))
@@ -476,7 +478,7 @@ class Resolver:
             ):
                 resolved = hit[5]
             else:
-                resolved = self._rule(rule, rule_ids, position, section)
+                resolved = self._rule(rule, rule_ids, position, *section)
                 rebuilt += 1
             cache[id(rule)] = (rule, position, section, rule_ids, expansion, resolved)
             rules.extend(resolved)

@@ -12,7 +12,7 @@ from offload.compiler.compile import (
     CompileStats,
     compile_policy,
 )
-from offload.compiler.reference import Packet, Tables, Verdict, evaluate
+from offload.compiler.reference import Packet, Tables, Verdict, evaluate, evaluate_audit
 from offload.compiler.rules import (
     AddressGroup,
     ResolvedPolicy,
@@ -40,4 +40,5 @@ __all__ = [
     "Verdict",
     "compile_policy",
     "evaluate",
+    "evaluate_audit",
 ]

@@ -104,7 +104,8 @@ class CompiledPolicy:
 
     src_class: ClassTable
     dst_class: ClassTable
-    acl: Mapping[int, tuple[Entry, ...]]  # rule id -> its entries, in rule order
+    # rule id -> its entries, in rule order (an audit rule's are in acl_audit, not acl)
+    acl: Mapping[int, tuple[Entry, ...]]
     acl_default: Entry
     l2: tuple[Entry, ...]
     service: tuple[Entry, ...]
@@ -192,7 +193,7 @@ class Compiler:
         self._last: _LastPass | None = None
         self.incremental_tables = 0  # class tables updated in place rather than rebuilt
         self._l2: tuple[tuple[ResolvedWorkload, ...], tuple[Entry, ...]] | None = None
-        self._acl_size: tuple[Mapping[int, tuple[Entry, ...]], int, int] | None = None
+        self._acl_size: tuple[Mapping[int, tuple[Entry, ...]], int, int, int] | None = None
         # Rules by the groups they name, per side: which rules a code change touches.
         self._users: tuple[dict[str, list[ResolvedRule]], dict[str, list[ResolvedRule]]] = (
             {},
@@ -248,7 +249,10 @@ class Compiler:
         return keys
 
     def rule_entries(self, rule: ResolvedRule, src_codes: Codes, dst_codes: Codes) -> list[Entry]:
-        """The ACL entries of one rule: sources x destinations x expanded service terms."""
+        """The ACL entries of one rule: sources x destinations x expanded service terms.
+
+        An audit rule gets the same matches in acl_audit, whose action only records the rule.
+        """
         priority = self.options.priority_base - rule.position
         if priority <= 0:
             raise CompileError(f"rule {rule.name}: position {rule.position} exceeds priority base")
@@ -261,8 +265,10 @@ class Compiler:
                 f"(limit {self.options.max_entries_per_rule}): its groups overlap too much "
                 "for the class-id bits, or its port ranges expand too far"
             )
-        action = _ACTIONS[rule.action]
-        if rule.action == "allow" and self.options.stateful:
+        table, action = names.ACL, _ACTIONS[rule.action]
+        if rule.audit:
+            table, action = names.ACL_AUDIT, names.AUDIT_HIT
+        elif rule.action == "allow" and self.options.stateful:
             action = names.ACL_SERVICE
         params = (("rule_id", rule.rule_id),)
         out: dict[tuple[tuple[str, FieldMatch], ...], None] = {}
@@ -271,7 +277,7 @@ class Compiler:
                 for s in srcs:
                     for d in dsts:
                         out[_acl_match(s, d, proto, l4_src, l4_dst)] = None
-        return [Entry(names.ACL, m, action, params, priority) for m in out]
+        return [Entry(table, m, action, params, priority) for m in out]
 
     def compile(self, resolved: ResolvedPolicy) -> CompiledPolicy:
         """Compile `resolved` for `options.host` into the target's desired state."""
@@ -400,8 +406,9 @@ class Compiler:
             self._l2 = (local, l2)
         if self._acl_size is None or self._acl_size[0] is not acl:
             sizes = [len(e) for e in acl.values()]
-            self._acl_size = (acl, sum(sizes), max(sizes, default=0))
-        _, acl_total, acl_max = self._acl_size
+            audit = sum(len(e) for e in acl.values() if e and e[0].table == names.ACL_AUDIT)
+            self._acl_size = (acl, sum(sizes), max(sizes, default=0), audit)
+        _, acl_total, acl_max, audit_total = self._acl_size
         service: tuple[Entry, ...] = ()
         if opts.service_port is not None:
             service = (
@@ -416,13 +423,15 @@ class Compiler:
         counts = {
             names.SRC_CLASS: len(src.entries),
             names.DST_CLASS: len(dst.entries),
-            names.ACL: acl_total,
+            names.ACL: acl_total - audit_total,
             names.L2_FORWARD: len(l2),
         }
+        if audit_total:
+            counts[names.ACL_AUDIT] = audit_total
         stats = CompileStats(
             entries=counts,
             rules=len(rules),
-            acl_entries=counts[names.ACL],
+            acl_entries=acl_total,
             max_entries_per_rule=acl_max,
             src_encoding=src.encoding.kind,
             dst_encoding=dst.encoding.kind,

@@ -141,7 +141,8 @@ def compile_fastpath(
     max_records: int = DEFAULT_MAX_RECORDS,
 ) -> FastPathRules:
     """The fast path's rule set for `host` (every rule when None), default action last."""
-    rules = [r for r in policy.rules if r.applies_on(host)]
+    # Audit rules are counted by the pipeline's acl_audit only; they never decide here.
+    rules = [r for r in policy.rules if r.applies_on(host) and not r.audit]
     if policy.default_action not in ("allow", "drop"):
         raise CompileError(f"default action {policy.default_action!r} is not allow or drop")
     planned: list[

@@ -6,6 +6,9 @@
   way the pipeline runs them (`src_class`/`dst_class` longest prefix, ACL by priority), like
   faucet's fake OpenFlow table.
 
+Rules in audit mode never take part in a verdict; `evaluate_audit` and `Tables.audit` say
+which one a packet hits (what `acl_audit` records).
+
 Packets are given by their lookup key (docs/pipeline.md): for ICMP, `sport` is the identifier
 and `dport` is `type << 8 | code`.
 """
@@ -17,7 +20,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from offload import names
-from offload.compiler.rules import ResolvedPolicy
+from offload.compiler.rules import ResolvedPolicy, ResolvedRule
 from offload.entries import Entry, Exact, FieldMatch, Lpm, Optional, Range, Ternary
 from offload.p4values import ip_to_int128
 
@@ -55,12 +58,14 @@ def address_key(address: Address) -> int:
     return ip_to_int128(address)
 
 
-def evaluate(resolved: ResolvedPolicy, packet: Packet, host: str | None = None) -> Verdict:
-    """First match over the rules installed on `host`, else the default action."""
+def _first_match(
+    resolved: ResolvedPolicy, packet: Packet, host: str | None, audit: bool
+) -> ResolvedRule | None:
+    """The first rule on `host` (among audit rules, or among enforced ones) matching."""
     src, dst = address_key(packet.src), address_key(packet.dst)
     groups = resolved.groups
     for rule in resolved.rules:
-        if not rule.applies_on(host):
+        if rule.audit != audit or not rule.applies_on(host):
             continue
         if rule.sources is not None and not any(groups[g].contains(src) for g in rule.sources):
             continue
@@ -69,8 +74,22 @@ def evaluate(resolved: ResolvedPolicy, packet: Packet, host: str | None = None) 
         ):
             continue
         if any(t.matches(packet.proto, packet.sport, packet.dport) for t in rule.terms):
-            return Verdict(rule.action, rule.rule_id)
-    return Verdict(resolved.default_action, 0)
+            return rule
+    return None
+
+
+def evaluate(resolved: ResolvedPolicy, packet: Packet, host: str | None = None) -> Verdict:
+    """First match over the enforced rules installed on `host`, else the default action."""
+    rule = _first_match(resolved, packet, host, audit=False)
+    if rule is None:
+        return Verdict(resolved.default_action, 0)
+    return Verdict(rule.action, rule.rule_id)
+
+
+def evaluate_audit(resolved: ResolvedPolicy, packet: Packet, host: str | None = None) -> int:
+    """The id of the first audit rule on `host` the packet matches (0: none)."""
+    rule = _first_match(resolved, packet, host, audit=True)
+    return 0 if rule is None else rule.rule_id
 
 
 def field_matches(fm: FieldMatch, value: int) -> bool:
@@ -97,6 +116,7 @@ class Tables:
     def __init__(self, entries: Iterable[Entry]) -> None:
         self.lpm: dict[str, dict[int, dict[int, Entry]]] = {}
         self.acl: list[Entry] = []
+        self.acl_audit: list[Entry] = []
         self.defaults: dict[str, Entry] = {}
         self.l2: dict[int, Entry] = {}
         seen: set[object] = set()
@@ -114,12 +134,15 @@ class Tables:
                 self.lpm.setdefault(e.table, {}).setdefault(lpm.prefix_len, {})[lpm.value] = e
             elif e.table == names.ACL:
                 self.acl.append(e)
+            elif e.table == names.ACL_AUDIT:
+                self.acl_audit.append(e)
             elif e.table == names.L2_FORWARD:
                 mac = e.match_dict["eth_dst"]
                 if not isinstance(mac, Exact):
                     raise TypeError(f"{e.table} is keyed by exact MAC, not {mac!r}")
                 self.l2[mac.value] = e
         self.acl.sort(key=lambda e: -e.priority)
+        self.acl_audit.sort(key=lambda e: -e.priority)
         self._lengths = {t: sorted(by_len, reverse=True) for t, by_len in self.lpm.items()}
 
     def lookup_lpm(self, table: str, key: int) -> Entry | None:
@@ -140,10 +163,10 @@ class Tables:
         params = hit.params_dict
         return params["class_id"], params["workload_id"]
 
-    def acl_lookup(self, fields: dict[str, int]) -> Entry | None:
-        """The highest-priority ACL entry matching the key fields (None: the default applies)."""
+    def acl_lookup(self, fields: dict[str, int], audit: bool = False) -> Entry | None:
+        """The highest-priority ACL (or acl_audit) entry matching the key fields, or None."""
         best: Entry | None = None
-        for e in self.acl:
+        for e in self.acl_audit if audit else self.acl:
             if best is not None and e.priority < best.priority:
                 break
             if all(field_matches(fm, fields[k]) for k, fm in e.match):
@@ -153,13 +176,12 @@ class Tables:
                     raise AmbiguousMatch(f"{best} and {e} both match {fields}")
         return best
 
-    def verdict(
-        self, src: Address, dst: Address, proto: int, sport: int = 0, dport: int = 0
-    ) -> Verdict:
-        """Run a packet's lookup key through classification and the ACL."""
+    def _fields(
+        self, src: Address, dst: Address, proto: int, sport: int, dport: int
+    ) -> dict[str, int]:
         src_class, _ = self.classify(names.SRC_CLASS, src)
         dst_class, _ = self.classify(names.DST_CLASS, dst)
-        fields = {
+        return {
             "src_class": src_class,
             "dst_class": dst_class,
             "ip_proto": proto,
@@ -167,6 +189,17 @@ class Tables:
             "l4_dst": dport,
             "id_class": 0,
         }
+
+    def audit(self, src: Address, dst: Address, proto: int, sport: int = 0, dport: int = 0) -> int:
+        """The audit rule `acl_audit` records for a packet (0: none); verdicts ignore it."""
+        hit = self.acl_lookup(self._fields(src, dst, proto, sport, dport), audit=True)
+        return 0 if hit is None else hit.params_dict["rule_id"]
+
+    def verdict(
+        self, src: Address, dst: Address, proto: int, sport: int = 0, dport: int = 0
+    ) -> Verdict:
+        """Run a packet's lookup key through classification and the ACL."""
+        fields = self._fields(src, dst, proto, sport, dport)
         hit = self.acl_lookup(fields) or self.defaults.get(names.ACL)
         if hit is None:  # firewall.p4's initial default is acl_drop(0)
             return Verdict("drop", 0)

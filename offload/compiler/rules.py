@@ -108,6 +108,7 @@ class ResolvedRule:
     hosts: frozenset[str] | None = None  # None: applied everywhere
     log: bool = False
     section: str = ""
+    audit: bool = False  # counted in acl_audit, never part of the verdict
 
     def applies_on(self, host: str | None) -> bool:
         """Whether the rule is installed on `host` (None: every rule, a single-host view)."""

@@ -81,6 +81,7 @@ class Pipeline:
         self.dst_class = self._table(n.DST_CLASS, LpmTable)
         self.flow_cache = self._table(n.FLOW_CACHE, ExactTable)
         self.identity = self._table(n.IDENTITY, ExactTable)
+        self.acl_audit = self._table(n.ACL_AUDIT, TernaryTable)
         self.acl = self._table(n.ACL, TernaryTable)
         # The packet replication engine: multicast group id -> egress ports.
         self.mcast_groups: dict[int, tuple[int, ...]] = {}
@@ -190,8 +191,13 @@ class Pipeline:
         rec = self.identity.entries.get(five_tuple)
         id_class = rec.args[0] if rec is not None else 0
 
-        # 10. acl.acl (ternary/range/optional, priorities, direct counter acl_counter).
+        # 10. acl.acl_audit (same keys, counter acl_audit_counter): a hit is only counted,
+        # the verdict is acl.acl's (ternary/range/optional, priorities, counter acl_counter).
         key = (src_class, dst_class, h.ip_proto, h.l4_src, h.l4_dst, id_class)
+        rec = self.acl_audit.lookup(key)
+        if rec is not None:
+            rec.packets += 1
+            rec.bytes += len(data)
         rec = self.acl.lookup(key)
         if rec is not None:
             rec.packets += 1

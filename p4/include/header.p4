@@ -173,6 +173,7 @@ struct fw_metadata_t {
     bit<1>        to_service;
     bit<8>        reason;
     rule_id_t     rule_id;
+    rule_id_t     audit_rule_id;  // the audit rule that matched (0: none); never enforced
 }
 
 #endif  // __NICFW_HEADER_P4__

@@ -13,5 +13,6 @@
 #define FLOW_CACHE_TABLE_SIZE     65536   // offloaded connections (both directions)
 #define IDENTITY_TABLE_SIZE       65536   // connections with a known user
 #define ACL_TABLE_SIZE            65536   // compiled rules (after range expansion)
+#define ACL_AUDIT_TABLE_SIZE      4096    // rules in audit mode (after range expansion)
 
 #endif  // __NICFW_SIZE_P4__

@@ -36,6 +36,7 @@ from offload.compiler import (
     Tables,
     compile_policy,
     evaluate,
+    evaluate_audit,
 )
 from offload.compiler.delta import diff
 
@@ -161,10 +162,15 @@ def policies(draw: st.DrawFn) -> Policy:
                 if draw(st.integers(0, 5)) == 0
                 else (),
                 enabled=draw(st.integers(0, 7)) != 0,
+                audit=draw(st.integers(0, 5)) == 0,
             )
         )
     cut = draw(st.integers(0, len(rules)))
-    sections = (Section("one", tuple(rules[:cut])), Section("two", tuple(rules[cut:])))
+    audit_two = draw(st.integers(0, 7)) == 0  # a whole section in audit mode
+    sections = (
+        Section("one", tuple(rules[:cut])),
+        Section("two", tuple(rules[cut:]), audit=audit_two),
+    )
     default = draw(st.sampled_from(("allow", "drop")))
     policy = Policy(tuple(unique), tuple(groups), (), sections, default)
     validate(policy)
@@ -219,6 +225,8 @@ def test_compiled_tables_agree_with_reference(
             want = want._replace(action="service")
         got = tables.verdict(*pkt)
         assert got == want, f"{pkt}: tables {got}, reference {want}"
+        # Audit rules decide nothing above; acl_audit records the first one matching.
+        assert tables.audit(*pkt) == evaluate_audit(resolved, pkt, host=opts.host), pkt
 
 
 @st.composite
@@ -226,7 +234,9 @@ def edits(draw: st.DrawFn, policy: Policy) -> Policy:
     """A few random edits of the kinds an operator or an inventory event makes."""
     for _ in range(draw(st.integers(1, 3))):
         # Group and inventory edits change class codes under unchanged rules: the riskiest.
-        kind = draw(st.sampled_from(("group", "group", "workload", "rule", "toggle")))
+        kind = draw(
+            st.sampled_from(("group", "group", "workload", "rule", "toggle", "audit", "watch"))
+        )
         if kind == "group" and policy.groups:
             i = draw(st.integers(0, len(policy.groups) - 1))
             g = policy.groups[i]
@@ -242,6 +252,12 @@ def edits(draw: st.DrawFn, policy: Policy) -> Policy:
             policy = dataclasses.replace(
                 policy, workloads=(*policy.workloads[:i], w, *policy.workloads[i + 1 :])
             )
+        elif kind == "watch":
+            # A section into or out of audit mode: its rules are the very same objects.
+            s = draw(st.integers(0, len(policy.sections) - 1))
+            sections = list(policy.sections)
+            sections[s] = dataclasses.replace(sections[s], audit=not sections[s].audit)
+            policy = dataclasses.replace(policy, sections=tuple(sections))
         else:
             s = draw(st.integers(0, len(policy.sections) - 1))
             section = policy.sections[s]
@@ -251,6 +267,8 @@ def edits(draw: st.DrawFn, policy: Policy) -> Policy:
             rule = section.rules[j]
             if kind == "toggle":
                 rule = dataclasses.replace(rule, enabled=not rule.enabled)
+            elif kind == "audit":
+                rule = dataclasses.replace(rule, audit=not rule.audit)
             else:
                 names_ = [g.name for g in policy.groups]
                 rule = dataclasses.replace(
@@ -298,3 +316,4 @@ def test_incremental_recompiles_agree_with_reference_and_with_their_diffs(
     tables = Tables(second.entries())
     for pkt in pkts:
         assert tables.verdict(*pkt) == evaluate(resolved, pkt), pkt
+        assert tables.audit(*pkt) == evaluate_audit(resolved, pkt), pkt

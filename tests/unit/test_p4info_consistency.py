@@ -89,25 +89,25 @@ def test_model_covers_every_p4info_object(
 ) -> None:
     # Guards against a reader that finds nothing and so "agrees" with an empty P4Info.
     info = schema.p4info
-    assert len(source_pipeline.tables) == len(info.tables) == 7
-    assert len(source_pipeline.actions) == len(info.actions) == 14
-    assert len(source_pipeline.direct_counters) == len(info.direct_counters) == 2
+    assert len(source_pipeline.tables) == len(info.tables) == 8
+    assert len(source_pipeline.actions) == len(info.actions) == 15
+    assert len(source_pipeline.direct_counters) == len(info.direct_counters) == 3
     assert len(source_pipeline.controller_headers) == len(info.controller_packet_metadata) == 2
     keys = sum(len(t.keys) for t in source_pipeline.tables.values())
-    assert keys == sum(len(t.match_fields) for t in info.tables) == 19
+    assert keys == sum(len(t.match_fields) for t in info.tables) == 25
 
 
 def test_names_module_matches_p4info(schema: P4Schema) -> None:
     tables = {names.SERVICE_CONFIG, names.L2_FORWARD, names.SRC_CLASS, names.DST_CLASS}
-    tables |= {names.FLOW_CACHE, names.IDENTITY, names.ACL}
+    tables |= {names.FLOW_CACHE, names.IDENTITY, names.ACL, names.ACL_AUDIT}
     assert tables == {t.preamble.name for t in schema.p4info.tables}
     actions = (
         {v for k, v in vars(names).items() if isinstance(v, str) and k.isupper() and "." in v}
         - tables
-        - {names.ACL_COUNTER, names.FLOW_COUNTER}
+        - {names.ACL_COUNTER, names.ACL_AUDIT_COUNTER, names.FLOW_COUNTER}
     )
     assert actions | {names.NO_ACTION} == {a.preamble.name for a in schema.p4info.actions}
-    assert {names.ACL_COUNTER, names.FLOW_COUNTER} == {
+    assert {names.ACL_COUNTER, names.ACL_AUDIT_COUNTER, names.FLOW_COUNTER} == {
         c.preamble.name for c in schema.p4info.direct_counters
     }
     assert {names.PACKET_IN, names.PACKET_OUT} == set(schema.headers)
@@ -170,7 +170,7 @@ def test_every_table_size_comes_from_size_p4(program: p4source.Program) -> None:
         sizes += re.findall(r"\bsize\s*=\s*([^;]+);", text)
         if path.name != "size.p4":
             assert not re.search(r"#\s*define\s+\w*_SIZE\b", text), path
-    assert len(sizes) == 7
+    assert len(sizes) == 8
     for expr in sizes:
         assert re.fullmatch(r"[A-Z0-9_]+_TABLE_SIZE", expr.strip()), expr
         defined_in = program.macro_files.get(expr.strip())
@@ -201,11 +201,14 @@ def test_bmv2_is_the_default_target(program: p4source.Program) -> None:
 
 def test_ternary_target_changes_only_the_range_and_optional_keys() -> None:
     problems = check_source(defines={"TARGET_TERNARY_ACL": ""})
-    acl = names.ACL
     assert sorted(problems) == [
-        f"table {acl} key ip_proto: TERNARY 8 bits in source, OPTIONAL 8 bits in P4Info",
-        f"table {acl} key l4_dst: TERNARY 16 bits in source, RANGE 16 bits in P4Info",
-        f"table {acl} key l4_src: TERNARY 16 bits in source, RANGE 16 bits in P4Info",
+        line
+        for acl in (names.ACL, names.ACL_AUDIT)
+        for line in (
+            f"table {acl} key ip_proto: TERNARY 8 bits in source, OPTIONAL 8 bits in P4Info",
+            f"table {acl} key l4_dst: TERNARY 16 bits in source, RANGE 16 bits in P4Info",
+            f"table {acl} key l4_src: TERNARY 16 bits in source, RANGE 16 bits in P4Info",
+        )
     ]
 
 
@@ -224,8 +227,10 @@ SOURCE_MUTATIONS = [
     (
         "key-renamed",
         "control/acl.p4",
-        '@name("l4_dst")',
-        '@name("l4_dport")',
+        '@name("l4_dst");     // 16\n            meta.id_class        : ternary            '
+        '@name("id_class");   // 32\n        }\n        actions = {\n            acl_allow',
+        '@name("l4_dport");     // 16\n            meta.id_class        : ternary            '
+        '@name("id_class");   // 32\n        }\n        actions = {\n            acl_allow',
         f"table {names.ACL}: keys",
     ),
     (

@@ -163,8 +163,9 @@ def acl(
     sport: tuple[int, int] | None = None,
     dport: tuple[int, int] | None = None,
     id_class: tuple[int, int] | None = None,
+    table: str = n.ACL,
 ) -> Entry:
-    """acl.acl: an entry; keys left out are wildcards."""
+    """acl.acl (or acl.acl_audit, same keys): an entry; keys left out are wildcards."""
     match: dict[str, Ternary | Optional | Range] = {}
     if src is not None:
         match["src_class"] = Ternary(*src)
@@ -178,7 +179,14 @@ def acl(
         match["l4_dst"] = Range(*dport)
     if id_class is not None:
         match["id_class"] = Ternary(*id_class)
-    return Entry.make(n.ACL, match, action, {"rule_id": rule}, priority=priority)
+    return Entry.make(table, match, action, {"rule_id": rule}, priority=priority)
+
+
+def acl_audit(
+    priority: int, rule: int, proto: int | None = None, dport: tuple[int, int] | None = None
+) -> Entry:
+    """acl.acl_audit: audit_hit(rule), matched like acl.acl."""
+    return acl(priority, n.AUDIT_HIT, rule, proto=proto, dport=dport, table=n.ACL_AUDIT)
 
 
 def acl_default(action: str, rule: int) -> Entry:
@@ -408,6 +416,38 @@ VECTORS: tuple[Vector, ...] = (
             acl(10, n.ACL_REJECT, 9, proto=6, dport=(23, 23)),
         ),
         packet_in=PacketIn(tcp4(23), 1, 2, Reason.REJECT, Direction.OUTBOUND, 5, 9),
+    ),
+    # ---- acl.acl_audit: counted, never the verdict
+    Vector(
+        "acl_audit hit: counted, and acl's allow still forwards",
+        TCP80,
+        entries=(
+            l2(H2, 2),
+            acl_audit(50, 31, proto=6, dport=(80, 80)),
+            acl(10, n.ACL_ALLOW, 10, proto=6),
+        ),
+        out={2: (TCP80,)},
+        counters=((1, 1, len(TCP80)), (2, 1, len(TCP80))),
+    ),
+    Vector(
+        "acl_audit hit does not allow: acl's default acl_drop(0) still drops",
+        TCP80,
+        entries=(l2(H2, 2), acl_audit(50, 31, proto=6)),
+        counters=((1, 1, len(TCP80)),),
+    ),
+    Vector(
+        "acl_audit miss: its counter stays",
+        UDP53,
+        entries=(l2(H2, 2), acl_audit(50, 31, proto=6), acl(10, n.ACL_ALLOW, 10)),
+        out={2: (UDP53,)},
+        counters=((1, 0, 0), (2, 1, len(UDP53))),
+    ),
+    Vector(
+        "acl_audit hit, then acl_service: packet_in names acl's rule, not the audit rule",
+        TCP80,
+        entries=(l2(H2, 2), acl_audit(50, 31), acl(10, n.ACL_SERVICE, 11, proto=6)),
+        packet_in=PacketIn(TCP80, 1, 2, Reason.PUNT, Direction.UNKNOWN, 0, 11),
+        counters=((1, 1, len(TCP80)),),
     ),
     Vector(
         "acl_service: packet_in PUNT, inbound to a local workload, egress unknown (511)",

@@ -4,6 +4,9 @@
 // class; entries carry priorities (higher wins) and a direct counter. Anything no rule
 // matches is dropped: the default is acl_drop(0), so the datapath never allows by
 // accident.
+//
+// `acl_audit` runs first, with the same keys: rules in audit mode live there, where a hit only
+// records the rule and moves its counter, so a new policy is watched before it is enforced.
 
 #ifndef __NICFW_CONTROL_ACL_P4__
 #define __NICFW_CONTROL_ACL_P4__
@@ -20,6 +23,13 @@ control Acl(inout fw_metadata_t meta,
             inout standard_metadata_t standard_metadata) {
 
     direct_counter(CounterType.packets_and_bytes) acl_counter;
+    direct_counter(CounterType.packets_and_bytes) acl_audit_counter;
+
+    // Records which audit rule matched; never touches the verdict.
+    @name("audit_hit")
+    action audit_hit(rule_id_t rule_id) {
+        meta.audit_rule_id = rule_id;
+    }
 
     // Forward as l2_forward decided.
     @name("acl_allow")
@@ -49,6 +59,24 @@ control Acl(inout fw_metadata_t meta,
         meta.reason = REASON_PUNT;
     }
 
+    table acl_audit {
+        key = {
+            meta.src_class       : ternary            @name("src_class");  // 64
+            meta.dst_class       : ternary            @name("dst_class");  // 64
+            meta.lookup.ip_proto : ACL_OPTIONAL_MATCH @name("ip_proto");   // 8
+            meta.lookup.l4_src   : ACL_RANGE_MATCH    @name("l4_src");     // 16
+            meta.lookup.l4_dst   : ACL_RANGE_MATCH    @name("l4_dst");     // 16
+            meta.id_class        : ternary            @name("id_class");   // 32
+        }
+        actions = {
+            @tableonly audit_hit;
+            @defaultonly NoAction;
+        }
+        default_action = NoAction();
+        size = ACL_AUDIT_TABLE_SIZE;
+        counters = acl_audit_counter;
+    }
+
     table acl {
         key = {
             meta.src_class       : ternary            @name("src_class");  // 64
@@ -71,6 +99,8 @@ control Acl(inout fw_metadata_t meta,
 
     apply {
         meta.to_service = 0;
+        meta.audit_rule_id = 0;
+        acl_audit.apply();
         acl.apply();
     }
 }
