@@ -107,6 +107,19 @@ class TagService:
             "workloads": sorted(result.workloads),
             "groups": sorted(result.groups),
             "rules": sorted(names.get(r, str(r)) for r in result.rules),
+            "reachability": [
+                {
+                    "src": f.src,
+                    "dst": f.dst,
+                    "proto": f.proto,
+                    "port": f.port,
+                    "before": f.before,
+                    "after": f.after,
+                    "host": f.host,
+                }
+                for f in result.reachability
+            ],
+            "reachability_complete": result.reachability_complete,
         }
 
     def _add(self, r: Mapping[str, Any]) -> Reply:

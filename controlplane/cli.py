@@ -282,7 +282,7 @@ def policy() -> None:
 @click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @json_option
 def policy_validate(path: Path, as_json: bool) -> None:
-    """Check a policy file: errors (exit 1) and warnings (shadowed rules, empty groups)."""
+    """Check a policy file: errors (exit 1), and warnings for shadowed, redundant, empty rules."""
     from controlplane.policy import analyze
 
     try:
@@ -590,23 +590,31 @@ def tables(
 )
 @json_option
 def counters(target: str, device_id: int, policy_path: Path | None, as_json: bool) -> None:
-    """Hits per rule, summed over each rule's ACL entries."""
+    """Hits per rule, summed over each rule's ACL entries; audit rules count in acl_audit."""
+    from offload.names import ACL_AUDIT
+
     with failures():
         client = _connect(target, device_id, write=False)
         try:
             assert client.schema is not None
             counts = client.read_direct_counters(client.schema)
+            # A target running an older program has no acl_audit: no audit rules to show.
+            has_audit = any(t.name == ACL_AUDIT for t in client.schema.iter_tables())
+            audit = client.read_direct_counters(client.schema, ACL_AUDIT) if has_audit else {}
         finally:
             client.close()
         names = labels_for(policy_path).rule_names
+    hits = [(rid, "enforced", c) for rid, c in hits_by_param(counts).items()]
+    hits += [(rid, "audit", c) for rid, c in hits_by_param(audit).items()]
     rows = [
         {
             "rule_id": rid,
             "rule": names.get(rid, "(default)" if rid == 0 else ""),
+            "mode": mode,
             "packets": c.packets,
             "bytes": c.bytes,
         }
-        for rid, c in sorted(hits_by_param(counts).items())
+        for rid, mode, c in sorted(hits, key=lambda h: (h[0], h[1]))
     ]
     if as_json:
         emit_json(rows)

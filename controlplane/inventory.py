@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from controlplane.policy import PolicyError, Resolver, validate
+from controlplane.policy.analysis import Flip, reachability
 from controlplane.policy.model import Instance, Policy, Workload
 from controlplane.tags import TagError, TagGrant, TagStore, check_tag
 from offload.compiler import (
@@ -106,12 +107,15 @@ Event = (
 @dataclass(frozen=True)
 class DryRun:
     """What events would change: the writes, the workloads whose memberships change (so
-    whose reachability may), the groups whose members change, the rules whose entries do."""
+    whose reachability may), the groups whose members change, the rules whose entries do,
+    and (dry runs only) the sampled verdicts between workloads that flip."""
 
     diff: Diff
     workloads: frozenset[str]
     groups: frozenset[str]
     rules: frozenset[int]
+    reachability: tuple[Flip, ...] = ()
+    reachability_complete: bool = True  # False: the probe budget ran out
 
 
 class Inventory:
@@ -215,6 +219,11 @@ class Inventory:
                 rid for rid, e in after.acl.items() if before.acl.get(rid) is not e
             ) | frozenset(rid for rid in before.acl if rid not in after.acl)
         result = DryRun(writes, frozenset(changed), frozenset(self.resolver.touched), rules)
+        if not keep:
+            flips, complete = reachability(self.resolved, resolved, changed)
+            result = dataclasses.replace(
+                result, reachability=tuple(flips), reachability_complete=complete
+            )
         if keep:
             self.compiled, self.current, self.resolved = after, policy, resolved
         else:

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-if str(TESTS) not in sys.path:  # `vectors` is importable however pytest was started
-    sys.path.insert(0, str(TESTS))
+for path in (TESTS, TESTS.parent):  # `vectors` and `bench` import however pytest was started
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 from vectors.p4rt import Client  # noqa: E402
 from vectors.session import connect, restore, snapshot  # noqa: E402

@@ -4,20 +4,29 @@ A rule is shadowed when the packets it matches are all matched by earlier rules 
 only one of them). The check works on the packet space the pipeline sees — source, destination,
 protocol, L4 source and destination key — as unions of boxes: each earlier rule's boxes are
 subtracted from the rule's until nothing is left (shadowed) or a size limit is hit (unknown).
+
+A rule is redundant when removing it changes no verdict: every packet it matches is next
+matched by later rules of the same action (or falls to a default of that action) with no rule
+of another action matching it in between. `reachability` compares two resolved policies by
+verdicts between workloads, for dry runs.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from controlplane.policy.errors import Problem
 from controlplane.policy.model import Network, Policy
+from offload.compiler.reference import Packet, evaluate
 from offload.compiler.rules import (
     AddressGroup,
     ResolvedPolicy,
     ResolvedRule,
+    ResolvedWorkload,
     Term,
+    is_v4_key,
     is_v4_prefix,
 )
 from offload.p4values import V4_MAPPED
@@ -164,6 +173,74 @@ def shadowing(rules: Sequence[ResolvedRule], spaces: dict[str, Intervals]) -> di
     return out
 
 
+def _covers(outer: frozenset[str] | None, inner: frozenset[str] | None) -> bool:
+    """Whether a rule installed on `outer` is installed everywhere one on `inner` is."""
+    return outer is None or (inner is not None and inner <= outer)
+
+
+def _meet(a: frozenset[str] | None, b: frozenset[str] | None) -> bool:
+    """Whether two rules are installed together on some host."""
+    if a is None or b is None:
+        return a != frozenset() and b != frozenset()  # an empty set: installed nowhere
+    return bool(a & b)
+
+
+def redundancy(
+    rules: Sequence[ResolvedRule], spaces: dict[str, Intervals], default: str
+) -> dict[str, list[str]]:
+    """For each redundant rule, the later rules (or "default") that decide its packets the same.
+
+    Conservative: a later rule of another action that touches what is left, on a host both are
+    installed on, makes the rule necessary; a later rule of the same action only counts when it
+    is installed everywhere the rule is. A rule that logs is never called redundant.
+    """
+    boxes = [rule_boxes(r, spaces) for r in rules]
+    bounds = [_bounds(b) if b else [] for b in boxes]
+    out: dict[str, list[str]] = {}
+    for k, rule in enumerate(rules):
+        remaining = boxes[k]
+        if not remaining or rule.log or rule.hosts == frozenset():
+            continue  # matches nothing, keeps log lines, or is installed nowhere
+        by: list[str] = []
+        reach = bounds[k]  # bounds of what is left, recomputed only when it shrinks
+        for j in range(k + 1, len(rules)):
+            later = rules[j]
+            if not boxes[j] or not _meet(rule.hosts, later.hosts):
+                continue
+            if any(
+                lo > bhi or hi < blo for (lo, hi), (blo, bhi) in zip(reach, bounds[j], strict=True)
+            ):
+                continue
+            if later.action != rule.action:
+                if any(all(map(intersect, c, e)) for c in remaining for e in boxes[j]):
+                    remaining = []  # another verdict for some of its packets: needed
+                    by = []
+                    break
+                continue
+            if not _covers(later.hosts, rule.hosts):
+                continue
+            touched = False
+            for e in boxes[j]:
+                pieces: list[Box] = []
+                for c in remaining:
+                    rest = box_minus(c, e)
+                    touched = touched or len(rest) != 1 or rest[0] is not c
+                    pieces.extend(rest)
+                remaining = pieces
+            if touched:
+                by.append(later.name)
+            if not remaining or len(remaining) > MAX_PIECES:
+                break
+            if touched:
+                reach = _bounds(remaining)
+        if remaining and len(remaining) <= MAX_PIECES and rule.action == default:
+            by.append("default")
+            remaining = []
+        if by and not remaining:
+            out[rule.name] = by
+    return out
+
+
 def _inside(inner: Network, outer: Network) -> bool:
     if isinstance(inner, ipaddress.IPv4Network) and isinstance(outer, ipaddress.IPv4Network):
         return inner.subnet_of(outer)
@@ -207,10 +284,103 @@ def analyze(policy: Policy, resolved: ResolvedPolicy) -> list[Problem]:
         )
         return warnings
     spaces = {name: group_intervals(g) for name, g in resolved.groups.items()}
-    for name, by in shadowing(resolved.rules, spaces).items():
+    shadowed: set[str] = set()
+    # Audit rules only count packets, first match among themselves: they neither shadow nor
+    # keep an enforced rule, and removing one always changes a count (never redundant).
+    enforced = [r for r in resolved.rules if not r.audit]
+    audit = [r for r in resolved.rules if r.audit]
+    found = shadowing(enforced, spaces) | shadowing(audit, spaces)
+    for name, by in found.items():
         who = ", ".join(repr(b) for b in by)
         warn(
             paths.get(name, name),
             f"rule {name!r} is shadowed by earlier rule(s) {who}: it never matches",
         )
+        shadowed.add(name)
+    default = resolved.default_action
+    for name, by in redundancy(enforced, spaces, default).items():
+        if name in shadowed:
+            continue  # reported as never matching already
+        who = ", ".join(f"the default {default}" if b == "default" else repr(b) for b in by)
+        warn(
+            paths.get(name, name),
+            f"rule {name!r} is redundant: without it {who} give its packets the same verdict",
+        )
     return sorted(warnings)
+
+
+MAX_PROBES = 50_000  # packet evaluations a dry run may spend on reachability
+
+
+@dataclass(frozen=True, slots=True)
+class Flip:
+    """A (source, destination, service) whose verdict a change flips, on one host."""
+
+    src: str
+    dst: str
+    proto: int
+    port: int
+    before: str
+    after: str
+    host: str | None
+
+
+def probes(rules: Iterable[ResolvedRule]) -> list[tuple[int, int, int]]:
+    """Representative (protocol, L4 source, L4 destination key) samples of the rules' terms."""
+    out: set[tuple[int, int, int]] = set()
+    for rule in rules:
+        for t in rule.terms:
+            proto = 6 if t.protocol is None else t.protocol
+            sport = t.src_ports[0][0] if t.src_ports else 40000
+            for lo, _ in t.dst_ports or ((0, 0),):
+                out.add((proto, sport, lo))
+    return sorted(out)
+
+
+def _pair(a: ResolvedWorkload, b: ResolvedWorkload) -> tuple[int, int] | None:
+    """One address of each in a common family (IPv4 first), or None."""
+    for v4 in (True, False):
+        x = next((k for k in a.addresses if is_v4_key(k) == v4), None)
+        y = next((k for k in b.addresses if is_v4_key(k) == v4), None)
+        if x is not None and y is not None:
+            return x, y
+    return None
+
+
+def reachability(
+    before: ResolvedPolicy, after: ResolvedPolicy, touched: Iterable[str]
+) -> tuple[list[Flip], bool]:
+    """Flips between allowed and not, for pairs involving a touched workload; (flips, complete).
+
+    Only workloads present before and after count (a new one had no reachability, a gone one
+    has none). Each pair is evaluated on the hosts of both ends (before and after a move), as
+    each end's NIC filters; host None when neither end has one. Services are sampled from
+    both policies' rule terms, so a flip inside a range is reported at the range's start.
+    """
+    old = {w.name: w for w in before.workloads}
+    new = {w.name: w for w in after.workloads}
+    common = sorted(old.keys() & new.keys())
+    hot = sorted(set(touched) & old.keys() & new.keys())
+    samples = probes((*before.rules, *after.rules))
+    pairs = [(s, d) for s in hot for d in common] + [
+        (s, d) for d in hot for s in common if s not in hot
+    ]
+    flips: list[Flip] = []
+    budget = MAX_PROBES
+    for s, d in pairs:
+        addrs = _pair(old[s], old[d])
+        if addrs is None or _pair(new[s], new[d]) != addrs:
+            continue  # addresses changed: the verdicts would compare different packets
+        known = {w.host for w in (old[s], old[d], new[s], new[d]) if w.host is not None}
+        hosts: list[str | None] = [*sorted(known)] or [None]
+        for host in hosts:
+            for proto, sport, dport in samples:
+                budget -= 1
+                if budget < 0:
+                    return flips, False
+                packet = Packet(addrs[0], addrs[1], proto, sport, dport)
+                was = evaluate(before, packet, host).action
+                now = evaluate(after, packet, host).action
+                if (was == "allow") != (now == "allow"):
+                    flips.append(Flip(s, d, proto, dport, was, now, host))
+    return flips, True

@@ -155,6 +155,18 @@ def test_dry_run_says_what_would_change_and_changes_nothing(
     assert plan["dry_run"] and plan["inserts"] + plan["modifies"] > 0
     assert plan["workloads"] == ["app-a"]
     assert "quarantined" in plan["groups"]
+    # web-a and app-a both sit on h1; quarantining app-a cuts web-a -> app-a tcp/8080 there.
+    assert {
+        "src": "web-a",
+        "dst": "app-a",
+        "proto": 6,
+        "port": 8080,
+        "before": "allow",
+        "after": "drop",
+        "host": "h1",
+    } in plan["reachability"]
+    assert all(f["before"] == "allow" for f in plan["reachability"])
+    assert plan["reachability_complete"] is True
     assert target.writes == [] and target.entries == before  # nothing was written
     assert tag_ls(path) == []
     assert target.verdict("10.0.1.1", "10.0.2.1", 8080) == "allow"

@@ -26,8 +26,11 @@ from controlplane.policy import (
     Rule,
     Section,
     Workload,
+    analysis,
+    load_policy,
     load_policy_file,
 )
+from controlplane.policy.analysis import Flip
 from offload import names
 from offload.compiler import CompileOptions, Tables
 
@@ -154,6 +157,58 @@ def test_dry_run_reports_without_changing() -> None:
     assert {"quarantined", "app"} & run.groups == {"quarantined"}
     assert len(run.diff) > 0 and run.rules == frozenset()
     assert len(inv.apply(TagAttached("app-a", "quarantine"))) == len(run.diff)
+
+
+def test_dry_run_lists_the_workload_pairs_whose_verdict_flips_per_host() -> None:
+    inv = inventory()
+    run = inv.dry_run(TagAttached("app-a", "quarantine"))
+    # From the policy: web-a -> app-a tcp/8080 (both on h1), app-a -> db-a tcp/5432 (h1 and
+    # h2 filter it), bastion (no host) -> app-a tcp/22 (filtered on h1) are allowed until
+    # app-a is quarantined; shop-b's pairs and anything app-a could not reach stay as they were.
+    assert set(run.reachability) == {
+        Flip("web-a", "app-a", TCP, 8080, "allow", "drop", "h1"),
+        Flip("app-a", "db-a", TCP, 5432, "allow", "drop", "h1"),
+        Flip("app-a", "db-a", TCP, 5432, "allow", "drop", "h2"),
+        Flip("bastion", "app-a", TCP, 22, "allow", "drop", "h1"),
+    }
+    assert run.reachability_complete
+    inv.apply(TagAttached("app-a", "quarantine"))
+    back = inv.dry_run(TagDetached("app-a", "quarantine"))
+    assert {(f.src, f.dst, f.port, f.host, f.before, f.after) for f in back.reachability} == {
+        (f.src, f.dst, f.port, f.host, "drop", "allow") for f in run.reachability
+    }
+    # A move changes which hosts filter, but no rule here is host-scoped: nothing flips.
+    assert inv.dry_run(WorkloadMoved("web-b", "h1")).reachability == ()
+
+
+def test_dry_run_reachability_evaluates_host_scoped_rules_on_each_end() -> None:
+    inv = Inventory(
+        load_policy(
+            """\
+workloads:
+  a: {addresses: [10.0.0.1], host: h1}
+  b: {addresses: [10.0.0.2], host: h2}
+groups:
+  gb: {members: [b]}
+  marked: {match: {tags: [x]}}
+sections:
+  - name: s
+    rules:
+      - {name: cut, source: any, destination: marked, action: drop, applied_to: [gb]}
+      - {name: rest, source: any, destination: any, action: allow}
+"""
+        )
+    )
+    run = inv.dry_run(TagAttached("a", "x"))
+    # `cut` is installed on h2 only: b -> a is dropped by b's NIC, a's NIC (h1) still allows.
+    assert run.reachability == (Flip("b", "a", TCP, 0, "allow", "drop", "h2"),)
+
+
+def test_dry_run_reachability_is_bounded_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    inv = inventory()
+    monkeypatch.setattr(analysis, "MAX_PROBES", 3)
+    run = inv.dry_run(TagAttached("app-a", "quarantine"))
+    assert not run.reachability_complete and len(run.reachability) <= 3
 
 
 def test_a_patched_workload_entry_keeps_what_it_inherits_from_enclosing_blocks() -> None:
