@@ -26,7 +26,7 @@ from offload.counters import hits_by_param
 from offload.p4client import P4Client
 from offload.p4errors import P4ClientError
 from offload.p4schema import P4Schema, SchemaError
-from offload.sync import SyncError
+from offload.sync import Diff, SyncError
 
 DEFAULT_TARGET = "127.0.0.1:9559"
 # Tables are wide: when output is not a terminal (make run, CI logs), do not wrap at 80.
@@ -67,6 +67,25 @@ def print_rows(title: str, rows: list[dict[str, Any]], columns: list[str] | None
     for row in rows:
         table.add_row(*(str(row.get(c, "")) for c in columns))
     console.print(table)
+
+
+def print_diff(changes: Diff, labels: Labels, as_json: bool) -> None:
+    """The writes of a diff as tables (or JSON), with a one-line summary."""
+    rows = {
+        "insert": entry_rows(changes.inserts, labels),
+        "modify": entry_rows(changes.modifies, labels),
+        "delete": entry_rows(changes.deletes, labels),
+    }
+    if as_json:
+        emit_json({**rows, "unchanged": changes.unchanged})
+        return
+    for kind, kind_rows in rows.items():
+        if kind_rows:
+            print_rows(f"{kind} ({len(kind_rows)})", kind_rows)
+    console.print(
+        f"{len(changes.inserts)} to insert, {len(changes.modifies)} to modify, "
+        f"{len(changes.deletes)} to delete, {changes.unchanged} unchanged"
+    )
 
 
 def target_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -343,21 +362,7 @@ def policy_diff(path: Path, target: str, device_id: int, as_json: bool) -> None:
         finally:
             client.close()
     labels = labels_for(path)
-    rows = {
-        "insert": entry_rows(changes.inserts, labels),
-        "modify": entry_rows(changes.modifies, labels),
-        "delete": entry_rows(changes.deletes, labels),
-    }
-    if as_json:
-        emit_json({**rows, "unchanged": changes.unchanged})
-        return
-    for kind, kind_rows in rows.items():
-        if kind_rows:
-            print_rows(f"{kind} ({len(kind_rows)})", kind_rows)
-    console.print(
-        f"{len(changes.inserts)} to insert, {len(changes.modifies)} to modify, "
-        f"{len(changes.deletes)} to delete, {changes.unchanged} unchanged"
-    )
+    print_diff(changes, labels, as_json)
 
 
 @policy.command("apply")
@@ -464,21 +469,7 @@ def draft_diff(name: str, enforced: Path, state_dir: Path | None, as_json: bool)
             changes = _store(state_dir).diff(name, enforced)
         except RevisionError as exc:
             raise Failure(str(exc)) from None
-    rows = {
-        "insert": entry_rows(changes.inserts),
-        "modify": entry_rows(changes.modifies),
-        "delete": entry_rows(changes.deletes),
-    }
-    if as_json:
-        emit_json({**rows, "unchanged": changes.unchanged})
-        return
-    for kind, kind_rows in rows.items():
-        if kind_rows:
-            print_rows(f"{kind} ({len(kind_rows)})", kind_rows)
-    console.print(
-        f"{len(changes.inserts)} to insert, {len(changes.modifies)} to modify, "
-        f"{len(changes.deletes)} to delete, {changes.unchanged} unchanged"
-    )
+    print_diff(changes, Labels(), as_json)
 
 
 @policy.command("publish")
