@@ -101,6 +101,8 @@ class Resolver:
         self._ids: dict[str, int] = {}
         self._rule_names: dict[int, str] = {}
         self.touched: set[str] = set()  # groups whose members changed in the last call
+        # The instances `_instance_lists` was made for (None: due again).
+        self._sets_in: tuple[Instance, ...] | None = None
         self._fast: tuple[object, object, dict[str | None, tuple[str, ...]], set[str]] | None = None
 
     # -- workloads and groups ---------------------------------------------------------------
@@ -183,6 +185,17 @@ class Resolver:
             for t, ids in lists.items()
         }
 
+    def _present(self, workloads: Sequence[Workload], hint: Collection[str]) -> dict[str, Workload]:
+        """The workloads named in `hint`, found by their last position when it still holds."""
+        present: dict[str, Workload] = {}
+        for n in hint:
+            i = self._positions.get(n)
+            if i is None or i >= len(workloads) or workloads[i].name != n:
+                # Moved or new: look everywhere (an instance created or deleted, say).
+                return {w.name: w for w in workloads if w.name in hint}
+            present[n] = workloads[i]
+        return present
+
     def _update_workloads(
         self, policy: Policy, hint: Collection[str] | None, force: Collection[str] = ()
     ) -> bool:
@@ -197,7 +210,7 @@ class Resolver:
             changed += [n for n in old if n not in new]
         else:
             new = dict(old)
-            present = {w.name: w for w in policy.workloads if w.name in hint}
+            present = self._present(policy.workloads, hint)
             for n in hint:
                 if n in present:
                     new[n] = present[n]
@@ -233,6 +246,8 @@ class Resolver:
             ):
                 a = getattr(before, attr) if before is not None else None
                 b = getattr(after, attr) if after is not None else None
+                if a != b:
+                    self._sets_in = None  # instance lists are due again
                 if a == b and not moved:
                     continue
                 if a is not None:
@@ -416,7 +431,9 @@ class Resolver:
             self.touched = set(self._groups)
             rules_stale = True
         self._workloads_in = policy.workloads
-        self._instances(policy.instances)
+        if full or self._sets_in is not policy.instances:
+            self._instances(policy.instances)
+            self._sets_in = policy.instances
         if self._services_in is None or not _same(self._services_in, policy.services):
             self._terms = {
                 s.name: tuple(dict.fromkeys(term_of(t) for t in s.terms)) for s in policy.services

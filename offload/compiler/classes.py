@@ -22,11 +22,25 @@ the IPv4-mapped range, so a "barrier" entry ::ffff:0:0/96 stops IPv4 keys inheri
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from offload import names
+from offload.compiler.fields import (
+    MAX_EXTRA,
+    Combos,
+    Field,
+    bits_of,
+    field_key,
+    free_bit,
+    place,
+    reclaim,
+    spill,
+    spilled,
+)
+from offload.compiler.overlay import patch
 from offload.compiler.rules import ADDRESS_BITS, AddressGroup, Prefix, is_v4_key, is_v4_prefix
 from offload.entries import Entry, Lpm, Ternary
 from offload.p4values import V4_MAPPED, V4_MAPPED_PREFIX
@@ -40,25 +54,6 @@ class EncodingError(ValueError):
     """The requested class-id encoding cannot hold the groups in the bits available."""
 
 
-def bits_of(mask: int) -> Iterator[int]:
-    """Indices of the set bits of `mask`, lowest first."""
-    while mask:
-        low = mask & -mask
-        yield low.bit_length() - 1
-        mask ^= low
-
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    """A bit field of a class id, holding the index of an address's memberships among
-    `members`: one group per value when they never overlap (`values`), else `classes`."""
-
-    offset: int
-    width: int
-    members: tuple[str, ...]
-    kind: Literal["values", "classes"] = "values"
-
-
 @dataclass(frozen=True)
 class Encoding:
     """How membership sets become class ids, and which ternary keys match each group."""
@@ -69,7 +64,9 @@ class Encoding:
     codes: Mapping[str, tuple[Ternary, ...]]
     class_ids: Mapping[int, int]  # membership mask -> class id (one-to-one)
     fields: tuple[Field, ...] = ()
-    combos: tuple[tuple[int, int, Mapping[int, int]], ...] = ()  # (field mask, offset, ids)
+    # Per field: (mask of its groups' bits, offset, combination -> value, in class-id bits); a
+    # key with bits outside the field's is another field's combination spilled here (`spill`).
+    combos: tuple[Combos, ...] = ()
     generation: int = 0  # bumped when a field is laid out again (class ids then move)
     _names_of: dict[int, tuple[str, ...]] = field(default_factory=dict, repr=False)
     _labels: dict[Ternary, list[str]] = field(default_factory=dict, repr=False)
@@ -118,10 +115,14 @@ class Encoding:
             return Encoding("bitmap", width, names_, codes, self.class_ids)
         combos = list(self.combos)
         fields = list(self.fields)
-        room = [(1 << f.width) - 1 - len(c[2]) for f, c in zip(fields, combos, strict=True)]
+        room = [
+            (1 << (f.width + len(f.extra))) - 1 - len(c[2])
+            for f, c in zip(fields, combos, strict=True)
+        ]
+        spare = free_bit(fields, bits) is not None  # a full field can take a bit later
         for k, name in enumerate(added):
             best = max(range(len(fields)), key=lambda f: room[f], default=-1)
-            if best < 0 or room[best] <= 0:
+            if best < 0 or (room[best] <= 0 and not spare):
                 return None
             room[best] -= 1
             fmask, offset, ids = combos[best]
@@ -142,80 +143,122 @@ class Encoding:
         """This encoding with class ids for more membership masks, or None if one does not fit.
 
         A bitmap expresses every mask. In field encodings a combination of groups that a field
-        has not seen gets a free value of the field, and each of its groups one more ternary
-        code: only rules over those groups get new entries; the others keep theirs (the
-        compiler compares each rule's codes). When a field is full, combinations of several
-        groups that no address holds any more (`live()`: the masks in use) are dropped and
-        their values reused; if that is not enough, the field is laid out again (in place, or
-        wider in unused bits up to `limit`), which changes the codes of its groups only and
-        bumps `generation`. Untouched, `codes` stays the very same object.
+        has not seen gets a value of the field (`place`), and the groups no code yet matches
+        there one more ternary code each: only rules over those groups get new entries; the
+        others keep theirs (the compiler compares each rule's codes). When a field is full,
+        combinations of several groups that no address holds any more (`live()`: the masks in
+        use) give their values back; if that is not enough, the field takes a free bit of the
+        class id (`Field.extra`, anywhere below `limit`): existing values and codes stay as
+        they are, so nothing but the new combination's codes is written. Only when no bit is
+        free is the field laid out again (every code of its groups changes; `generation` is
+        bumped). Untouched, `codes` stays the very same object.
         """
         masks = list(masks)
         new_ids: dict[int, int] = {}
+        if self.kind == "bitmap":
+            for m in masks:
+                if m not in self.class_ids and m not in new_ids:
+                    new_ids[m] = sum(self.codes[self.group_names[i]][0].mask for i in bits_of(m))
+            if not new_ids:
+                return self
+            return Encoding(  # a new object: the label caches start afresh
+                self.kind, self.bits, self.group_names, self.codes, patch(self.class_ids, new_ids)
+            )
         combos = list(self.combos)
         fields = list(self.fields)
         codes: dict[str, tuple[Ternary, ...]] | None = None
         class_ids: Mapping[int, int] = self.class_ids
+        bits = self.bits
+        names_ = self.group_names
         for m in masks:
             if m in class_ids or m in new_ids:
                 continue
-            if self.kind == "bitmap":
-                new_ids[m] = sum(self.codes[self.group_names[i]][0].mask for i in bits_of(m))
-                continue
-            total = 0
+            parts: dict[int, int] = {}  # field -> its part of the class id
+            fixed: set[int] = set()  # fields whose part a spill decided (see `spill`)
             for index, (fmask, offset, ids) in enumerate(combos):
                 combo = m & fmask
-                if not combo:
+                if not combo or index in fixed:
                     continue
-                k = ids.get(combo)
-                if k is None:
-                    width = fields[index].width
-                    key_mask = ((1 << width) - 1) << offset
-                    k = _free_value(ids, width)
-                    if k is None and live is not None:
-                        in_use = {x & fmask for x in live()} | {x & fmask for x in masks}
-                        dead = {c: v for c, v in ids.items() if c & (c - 1) and c not in in_use}
+                x = ids.get(combo)
+                if x is None:
+                    hit = spilled(m, combo, index, combos, fixed)
+                    if hit is not None:
+                        parts[hit[0]] = hit[1]
+                        fixed |= {hit[0], index}
+                        continue
+                    current = self.codes if codes is None else codes
+                    placed = place(combo, fields[index], fmask, ids, current, names_)
+                    if placed is None and live is not None:
+                        in_use = {y & fmask for y in live()} | {y & fmask for y in masks}
+                        dead = {
+                            c for c in ids if c & (c - 1) and not c & ~fmask and c not in in_use
+                        }
                         if dead:
-                            ids = {c: v for c, v in ids.items() if c not in dead}
-                            codes = dict(self.codes) if codes is None else codes
-                            for c, v in dead.items():
-                                gone = Ternary(v << offset, key_mask)
-                                for i in bits_of(c):
-                                    name = self.group_names[i]
-                                    codes[name] = tuple(t for t in codes[name] if t != gone)
+                            ids = reclaim(dead, ids)
                             class_ids = {
-                                x: cid for x, cid in class_ids.items() if x & fmask not in dead
+                                y: cid for y, cid in class_ids.items() if y & fmask not in dead
                             }
-                            k = _free_value(ids, width)
-                    if k is None and live is not None:
-                        current = Encoding(
+                            combos[index] = (fmask, offset, ids)
+                            placed = place(combo, fields[index], fmask, ids, current, names_)
+                    if placed is None and len(fields[index].extra) < MAX_EXTRA:
+                        free = free_bit(fields, limit)
+                        if free is not None:
+                            f = fields[index]
+                            fields[index] = dataclasses.replace(f, extra=(*f.extra, free))
+                            bits = max(bits, free + 1)
+                            current = self.codes if codes is None else codes
+                            placed = place(combo, fields[index], fmask, ids, current, names_)
+                    if placed is None:
+                        # No bit left: a free value of another field carries the combination
+                        # (with the mask's groups there); this field's part stays 0.
+                        current = self.codes if codes is None else codes
+                        spilt = spill(m, combo, index, fields, combos, current, names_, fixed)
+                        if spilt is not None:
+                            h, u = spilt
+                            hmask, hoffset, hids = combos[h]
+                            joint = (m & hmask) | combo
+                            combos[h] = (hmask, hoffset, {**hids, joint: u})
+                            codes = dict(self.codes) if codes is None else codes
+                            key = Ternary(u, field_key(fields[h]) | field_key(fields[index]))
+                            for i in bits_of(joint):
+                                codes[names_[i]] = (*codes.get(names_[i], ()), key)
+                            parts[h] = u
+                            fixed |= {h, index}
+                            continue
+                    if placed is None and live is not None:
+                        # No bit left anywhere: lay the field out again (last resort).
+                        again = Encoding(
                             self.kind,
-                            self.bits,
-                            self.group_names,
+                            bits,
+                            names_,
                             self.codes if codes is None else codes,
-                            {**class_ids, **new_ids},
+                            patch(class_ids, new_ids),
                             tuple(fields),
                             tuple(combos),
                             self.generation,
                         )
-                        wanted = {x & fmask for x in live()} | {x & fmask for x in masks}
-                        again = current.relaid(index, wanted, limit)
-                        if again is None:
+                        wanted = {y & fmask for y in live()} | {y & fmask for y in masks}
+                        relaid = again.relaid(index, wanted, limit)
+                        if relaid is None:
                             return None
                         # Class ids of every mask with a group of the field moved: all anew.
-                        return again.extended([*masks, *live()], live, limit)
-                    if k is None:
+                        return relaid.extended([*masks, *live()], live, limit)
+                    if placed is None:
                         return None
-                    ids = {**ids, combo: k}
+                    x, needs = placed
+                    ids = {**ids, combo: x}
                     if combo & (combo - 1):
                         fields[index] = dataclasses.replace(fields[index], kind="classes")
                     codes = dict(self.codes) if codes is None else codes
-                    key = Ternary(k << offset, key_mask)
-                    for i in bits_of(combo):
-                        name = self.group_names[i]
+                    key = Ternary(x, field_key(fields[index]))
+                    for i in bits_of(needs):
+                        name = names_[i]
                         codes[name] = (*codes.get(name, ()), key)
-                combos[index] = (fmask, offset, ids)
-                total |= k << offset
+                    combos[index] = (fmask, offset, ids)
+                parts[index] = x
+            total = 0
+            for x in parts.values():
+                total |= x
             new_ids[m] = total
         if not new_ids:
             return self
@@ -224,10 +267,10 @@ class Encoding:
             kind = "classes"
         return Encoding(
             kind,
-            self.bits,
-            self.group_names,
+            bits,
+            names_,
             self.codes if codes is None else codes,
-            {**class_ids, **new_ids},
+            patch(class_ids, new_ids),
             tuple(fields),
             tuple(combos),
             self.generation,
@@ -243,37 +286,46 @@ class Encoding:
         ordered = sorted(wanted, key=lambda c: (c.bit_count(), c))
         need = len(ordered).bit_length()
         top = max((x.offset + x.width for x in self.fields), default=0)
+        top = max([top, *(b + 1 for x in self.fields for b in x.extra)])
         if need <= f.width:
             new_offset, new_width = offset, f.width
         elif top + need <= limit:
             new_offset, new_width = top, need
         else:
             return None
-        old_key = ((1 << f.width) - 1) << offset
+        old_key = field_key(f)
         new_key = ((1 << new_width) - 1) << new_offset
-        codes = dict(self.codes)
-        for i in members:
-            name = self.group_names[i]
-            codes[name] = tuple(t for t in codes.get(name, ()) if t.mask != old_key)
-        ids = {c: k for k, c in enumerate(ordered, start=1)}
+        # Every code over the field's bits goes: its groups', and those spilled into it.
+        codes = {
+            n: tuple(t for t in keys if not t.mask & old_key) for n, keys in self.codes.items()
+        }
+        ids = {c: k << new_offset for k, c in enumerate(ordered, start=1)}
         for c, k in ids.items():
-            key = Ternary(k << new_offset, new_key)
+            key = Ternary(k, new_key)
             for i in bits_of(c):
                 name = self.group_names[i]
                 codes[name] = (*codes[name], key)
-        combos = list(self.combos)
+        # Combinations of the field spilled into others go too (their codes did, above).
+        combos = [
+            (hmask, hoffset, {c: v for c, v in hids.items() if not c & fmask & ~hmask})
+            for hmask, hoffset, hids in self.combos
+        ]
         combos[index] = (fmask, new_offset, ids)
         fields = list(self.fields)
         overlapping = any(c & (c - 1) for c in ordered)
         fields[index] = dataclasses.replace(
-            f, offset=new_offset, width=new_width, kind="classes" if overlapping else f.kind
+            f,
+            offset=new_offset,
+            width=new_width,
+            kind="classes" if overlapping else f.kind,
+            extra=(),
         )
         return Encoding(
             "classes" if overlapping or self.kind == "classes" else self.kind,
             max(self.bits, new_offset + new_width),
             self.group_names,
             codes,
-            {x: v for x, v in self.class_ids.items() if not x & fmask},
+            {x: v for x, v in self.class_ids.items() if not x & fmask and not v & old_key},
             tuple(fields),
             tuple(combos),
             self.generation + 1,
@@ -285,12 +337,9 @@ class Encoding:
         return sum(1 for keys in self.codes.values() if len(keys) > 1)
 
 
-def _free_value(ids: Mapping[int, int], width: int) -> int | None:
-    """The lowest field value (1..2^width-1) no combination holds, or None."""
-    if len(ids) + 1 < 1 << width and len(ids) == max(ids.values(), default=0):
-        return len(ids) + 1  # values are dense 1..n: the next one is free
-    used = set(ids.values())
-    return next((v for v in range(1, 1 << width) if v not in used), None)
+LOOSE_MAX: Final = 4  # loose groups that may get a bit of their own
+RESERVE: Final = 3  # bits a merged layout leaves free by default, for fields that fill up
+KEEP_FREE: Final = 4  # spare bits kept free before any widens a field at layout
 
 
 def memberships(
@@ -430,10 +479,10 @@ def _build(
         total += width
     if total > bits:
         return None
-    # Half the spare bits widen fields (the fullest first), so that combinations of groups met
-    # later (a tag attached, an instance created) find free values instead of forcing a
-    # rebuild; the other half is room for a full field to be laid out again, wider.
-    spare = (bits - total) // 2 if headroom else 0  # the other half: fields laid out again
+    # Spare bits beyond KEEP_FREE: half widen fields (the fullest first), so that combinations
+    # of groups met later (a tag attached, an instance created) find free values; the rest
+    # stays free, for whichever field fills up to take a bit (`Encoding.extended`).
+    spare = max(0, bits - total - KEEP_FREE) // 2 if headroom else 0
     order = sorted(range(len(layout)), key=lambda f: -len(layout[f][2]) / (1 << layout[f][3]))
     while spare > 0 and layout:
         for f in order[:spare]:
@@ -446,19 +495,17 @@ def _build(
     offset = 0
     for members, fmask, ordered, width in sorted(layout, key=lambda f: -len(f[0])):
         key_mask = ((1 << width) - 1) << offset
-        ids = {c: k for k, c in enumerate(ordered, start=1)}
-        for c, k in ids.items():
+        ids = {c: k << offset for k, c in enumerate(ordered, start=1)}
+        for c, v in ids.items():
             for i in bits_of(c):
-                per_group.setdefault(i, []).append(Ternary(k << offset, key_mask))
+                per_group.setdefault(i, []).append(Ternary(v, key_mask))
         disjoint = all(c & (c - 1) == 0 for c in ordered)
         names_ = tuple(sorted(group_names[i] for i in members))
         fields.append(Field(offset, width, names_, "values" if disjoint else "classes"))
         combo_ids.append((fmask, offset, ids))
         offset += width
     codes = {group_names[i]: tuple(keys) for i, keys in per_group.items()}
-    class_ids = {
-        m: sum(ids.get(m & fmask, 0) << off for fmask, off, ids in combo_ids) for m in masks
-    }
+    class_ids = {m: sum(ids.get(m & fmask, 0) for fmask, _, ids in combo_ids) for m in masks}
     overlapping = any(f.kind == "classes" for f in fields)
     return Encoding(
         "classes" if overlapping else kind,
@@ -492,8 +539,10 @@ def merge_fields(masks: set[int], partition: list[list[int]], bits: int) -> list
     pair_cache: dict[tuple[int, int], tuple[int, int]] = {}
     ident = list(range(len(parts)))  # stable ids for the cache across merges
     next_id = len(parts)
-    while sum(w for w, _ in shapes) > bits:
+    while (deficit := sum(w for w, _ in shapes) - bits) > 0:
         best: tuple[float, int, int] | None = None
+        closing: tuple[int, int, int] | None = None
+        best_added = 0
         for a in range(len(parts)):
             for b in range(a + 1, len(parts)):
                 key = (ident[a], ident[b])
@@ -510,8 +559,13 @@ def merge_fields(masks: set[int], partition: list[list[int]], bits: int) -> list
                 score = added / saved
                 if best is None or score < best[0]:
                     best = (score, a, b)
+                    best_added = added
+                if saved >= deficit and (closing is None or added < closing[0]):
+                    closing = (added, a, b)  # closes the gap at once
         if best is None:
             return None
+        if closing is not None and closing[0] <= best_added:
+            best = (0.0, closing[1], closing[2])  # the last merge: the cheapest that suffices
         _, a, b = best
         restricted[a] = [x | y for x, y in zip(restricted[a], restricted[b], strict=True)]
         shapes[a] = pair_cache[(ident[a], ident[b])]
@@ -529,12 +583,17 @@ def choose_encoding(
     bits: int = CLASS_BITS,
     previous: Encoding | None = None,
     headroom: bool = False,
+    loose: Collection[int] = (),
+    reserve: int = 0,
 ) -> Encoding:
     """The encoding for these membership masks: bitmap, else packed, else merged classes.
 
     `kind` forces one: "bitmap" and "packed" raise `EncodingError` when they do not fit,
     "classes" puts every group in one equivalence-class field. A bitmap keeps the bits that
-    `previous` gave to groups still present.
+    `previous` gave to groups still present. `loose`: groups (indices) likely to overlap any
+    other later, such as a dynamic tag's group that is empty for now; up to `LOOSE_MAX` of
+    them get a one-bit field each when that fits, so that a workload joining one changes its
+    classification entries only, never a code. `reserve`: bits merged layouts leave free.
     """
     if not 0 < bits <= CLASS_BITS:
         raise EncodingError(f"class ids have 1..{CLASS_BITS} bits, not {bits}")
@@ -549,16 +608,28 @@ def choose_encoding(
             raise EncodingError(f"{len(masks)} membership classes do not fit {bits} bits")
         return everything
     colour = colour_fields(group_names, masks)
-    packed = _build("packed", group_names, masks, colour, bits, headroom)
-    if packed is not None:
-        return packed
+    alone = [i for i in sorted(loose) if 0 <= i < len(group_names)][:LOOSE_MAX]
+    rest = [p for p in ([i for i in part if i not in alone] for part in colour) if p]
+    apart = [*rest, *([i] for i in alone)]
+    for partition in (apart, colour) if alone else (colour,):
+        packed = _build("packed", group_names, masks, partition, bits, headroom)
+        if packed is not None:
+            return packed
     if kind == "packed":
         raise EncodingError(f"{len(group_names)} groups do not pack into {bits} bits")
-    merged = merge_fields(masks, colour, bits)
-    encoding = _build("classes", group_names, masks, merged, bits, headroom) if merged else None
-    if encoding is None:
-        raise EncodingError(f"{len(group_names)} groups do not fit {bits} bits in any encoding")
-    return encoding
+    # Merged fields, leaving `reserve` bits free for fields that fill up later (each takes a
+    # free bit instead of being laid out again), and the loose groups a bit each; then less.
+    tries = [(rest, len(alone) + reserve, alone), (rest, len(alone), alone), (colour, 0, [])]
+    for parts, kept, own in tries:
+        if kept >= bits:
+            continue
+        merged = merge_fields(masks, parts, bits - kept)
+        if merged is not None:
+            done = [*merged, *([i] for i in own)]
+            encoding = _build("classes", group_names, masks, done, bits, headroom)
+            if encoding is not None:
+                return encoding
+    raise EncodingError(f"{len(group_names)} groups do not fit {bits} bits in any encoding")
 
 
 @dataclass(frozen=True)
@@ -567,15 +638,24 @@ class ClassTable:
 
     table: str
     encoding: Encoding
-    entries: tuple[Entry, ...]
-    # What an incremental update needs: own and effective masks, entries by prefix.
+    by_prefix: Mapping[Prefix, Entry]  # the entries, by prefix (shared with patched tables)
+    # What an incremental update needs: own (not inherited) masks of /128 prefixes, and
+    # effective masks of every prefix.
     own: Mapping[Prefix, int] = field(default_factory=dict, repr=False, compare=False)
     effective: Mapping[Prefix, int] = field(default_factory=dict, repr=False, compare=False)
-    by_prefix: Mapping[Prefix, Entry] = field(default_factory=dict, repr=False, compare=False)
     # Set by `update_class_table`: the table this one was patched from, and the prefixes whose
     # entries may differ from it (so a diff need not walk every entry).
     base: ClassTable | None = field(default=None, repr=False, compare=False)
     changed: frozenset[Prefix] = field(default=frozenset(), repr=False, compare=False)
+
+    @functools.cached_property
+    def entries(self) -> tuple[Entry, ...]:
+        """Every entry of the table (made on first use: a patched table may never need it)."""
+        return tuple(self.by_prefix.values())
+
+    def __len__(self) -> int:
+        """How many entries."""
+        return len(self.by_prefix)
 
 
 _TABLES: Final = {
@@ -591,6 +671,7 @@ def build_class_table(
     kind: EncodingKind = "auto",
     bits: int = CLASS_BITS,
     previous: Encoding | None = None,
+    reserve: int = RESERVE,
 ) -> ClassTable:
     """Classification entries for `groups` plus a /128 entry per local workload address.
 
@@ -605,8 +686,12 @@ def build_class_table(
     # A group without addresses yet still gets a code (its own class): a dynamic group that
     # fills later (a tag attached) then needs no new code, only classification entries.
     masks.update(1 << i for i, g in enumerate(groups) if not g.prefixes)
-    # With headroom: spare bits widen fields, room for combinations that events bring later.
-    encoding = choose_encoding(group_names, masks, kind, bits, previous, headroom=True)
+    # With headroom: spare bits widen fields, room for combinations that events bring later;
+    # empty groups (dynamic ones, most likely) get a bit each when they fit.
+    empty = [i for i, g in enumerate(groups) if not g.prefixes]
+    encoding = choose_encoding(
+        group_names, masks, kind, bits, previous, True, empty, reserve if bits >= 32 else 0
+    )
     class_ids = encoding.class_ids
     by_prefix: dict[Prefix, Entry] = {}
     for p in sorted(effective):
@@ -615,8 +700,13 @@ def build_class_table(
         if not mask and not wid and p not in barriers:
             continue  # the same as a miss: class 0, no workload
         by_prefix[p] = _entry(table, p, class_ids[mask], wid)
-    own = {p: m for p, m in effective.items() if p[1] == ADDRESS_BITS}
-    return ClassTable(table, encoding, tuple(by_prefix.values()), own, effective, by_prefix)
+    # Own memberships of /128 prefixes (not inherited): what `update_class_table` patches.
+    own: dict[Prefix, int] = {(a, ADDRESS_BITS): 0 for a in workload_ids}
+    for i, g in enumerate(groups):
+        for p in g.prefixes:
+            if p[1] == ADDRESS_BITS:
+                own[p] = own.get(p, 0) | 1 << i
+    return ClassTable(table, encoding, by_prefix, own, effective)
 
 
 def _entry(table: str, p: Prefix, class_id: int, wid: int) -> Entry:
@@ -652,20 +742,28 @@ def update_class_table(
     no room for a group or a combination of groups."""
     enc = previous.encoding
     current = {g.name: g for g in groups}
-    added = [n for n in current if n not in enc.slots]
+    slots = enc.slots
+    added = [n for n in current if n not in slots]
     if added:
         grown = enc.with_groups(added, bits)
         if grown is None:
             return None
         enc = grown
+        slots = enc.slots
     before = {g.name: g for g in old_groups}
     changed: set[Prefix] = set()
+    # Groups whose prefixes changed, by slot, with their new prefixes (a group no rule names
+    # any more stays in the encoding as an empty slot).
+    moved: list[tuple[int, frozenset[Prefix]]] = []
     for name in current.keys() | before.keys():
         o, g = before.get(name), current.get(name)
         if o is g:
             continue
-        # A group no rule names any more stays in the encoding as an empty slot.
-        changed |= (o.prefixes if o else frozenset()) ^ (g.prefixes if g else frozenset())
+        now = g.prefixes if g else frozenset()
+        diff = (o.prefixes if o else frozenset()) ^ now
+        if diff:
+            changed |= diff
+            moved.append((slots[name], now))
     if old_ids is not workload_ids:
         for a in old_ids.keys() | workload_ids.keys():
             if old_ids.get(a) != workload_ids.get(a):
@@ -674,19 +772,22 @@ def update_class_table(
         return previous
     if any(p[1] != ADDRESS_BITS for p in changed):
         return None
-    slots = enc.slots
-    indexed = [(slots[n], g.prefixes) for n, g in current.items()]
-    own = dict(previous.own)
-    effective = dict(previous.effective)
+    moved_bits = sum(1 << i for i, _ in moved)
+    own, effective = previous.own, previous.effective
+    own_updates: dict[Prefix, int] = {}
     updates: dict[Prefix, int] = {}
+    gone: list[Prefix] = []
     for p in changed:
-        mask = sum(1 << i for i, prefixes in indexed if p in prefixes)
+        # Unchanged groups hold `p` as they did; the moved ones say anew.
+        mask = own.get(p, 0) & ~moved_bits
+        for i, prefixes in moved:
+            if p in prefixes:
+                mask |= 1 << i
         if mask or p[0] in workload_ids:
-            own[p] = mask
+            own_updates[p] = mask
             updates[p] = mask | _inherited(effective, p[0])
         else:
-            own.pop(p, None)
-            effective.pop(p, None)
+            gone.append(p)
 
     def live() -> set[int]:
         return set(effective.values()) | set(updates.values())
@@ -694,25 +795,28 @@ def update_class_table(
     encoding = enc.extended(updates.values(), live, bits)
     if encoding is None:
         return None
+    own = patch(own, own_updates, gone)
+    effective = patch(effective, updates, gone)
     # A field laid out again gives every address with a group of it a new class id.
     relaid = encoding.generation != enc.generation
-    by_prefix = dict(previous.by_prefix)
-    for p in changed:
-        by_prefix.pop(p, None)
+    entry_updates: dict[Prefix, Entry] = {}
     for p, mask in updates.items():
-        effective[p] = mask
         wid = workload_ids.get(p[0], 0)
         if mask or wid:
-            cid = encoding.class_ids[mask]
-            by_prefix[p] = _entry(previous.table, p, cid, wid)
+            entry_updates[p] = _entry(previous.table, p, encoding.class_ids[mask], wid)
     if relaid:
         for p, mask in effective.items():
-            e = by_prefix.get(p)
+            e = previous.by_prefix.get(p)
             cid = encoding.class_ids[mask]
             if e is not None and p not in updates and e.params[0][1] != cid:
-                by_prefix[p] = _entry(previous.table, p, cid, int(e.params[1][1]))
+                entry_updates[p] = _entry(previous.table, p, cid, int(e.params[1][1]))
                 changed.add(p)
-    entries = tuple(by_prefix.values())
+    by_prefix = patch(
+        previous.by_prefix, entry_updates, [p for p in changed if p not in entry_updates]
+    )
+    # A diff compares a table with the one it was patched from, never further back: forget
+    # the older link so that patched tables do not keep every predecessor alive.
+    object.__setattr__(previous, "base", None)
     return ClassTable(
-        previous.table, encoding, entries, own, effective, by_prefix, previous, frozenset(changed)
+        previous.table, encoding, by_prefix, own, effective, previous, frozenset(changed)
     )

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import product
 from typing import Final
 
 from offload import names
 from offload.compiler.classes import (
     CLASS_BITS,
+    RESERVE,
     ClassTable,
     EncodingKind,
     build_class_table,
@@ -58,6 +59,9 @@ class CompileOptions:
     priority_base: int = DEFAULT_PRIORITY_BASE
     service_port: int | None = None  # also write svc.service_config's default action
     max_entries_per_rule: int = 1 << 16  # a rule needing more is refused, not half-built
+    # Class-id bits a merged (tight) layout leaves free, so that a field that fills up later
+    # takes one instead of being laid out again; costs ACL entries when groups barely fit.
+    spare_bits: int = RESERVE
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,9 @@ class CompileStats:
         return out
 
 
+AclDelta = tuple[Mapping[int, tuple[Entry, ...]], Mapping[int, tuple[Entry, ...]], frozenset[int]]
+
+
 @dataclass(frozen=True)
 class CompiledPolicy:
     """The desired state of the target, kept in chunks so that diffs can skip what is shared."""
@@ -111,6 +118,9 @@ class CompiledPolicy:
     service: tuple[Entry, ...]
     rule_names: Mapping[int, str]
     stats: CompileStats
+    # Set when `acl` was patched from a previous mapping: (that mapping, this one, the rule
+    # ids whose entries may differ), so a diff need not walk every rule.
+    acl_delta: AclDelta | None = field(default=None, repr=False, compare=False)
 
     def chunks(self) -> Iterator[tuple[object, tuple[Entry, ...]]]:
         """(chunk key, entries) pairs, the unit `delta.diff` compares by identity."""
@@ -192,8 +202,13 @@ class Compiler:
         # The last rule pass: its inputs, the rules on this host, the groups they name, the ACL.
         self._last: _LastPass | None = None
         self.incremental_tables = 0  # class tables updated in place rather than rebuilt
+        # Class tables built anew although one existed (a block changed, or the encoding had
+        # no room), and fields laid out again: after inventory events both should stay 0.
+        self.rebuilt_tables = 0
+        self.relaid_fields = 0
         self._l2: tuple[tuple[ResolvedWorkload, ...], tuple[Entry, ...]] | None = None
         self._acl_size: tuple[Mapping[int, tuple[Entry, ...]], int, int, int] | None = None
+        self._names: tuple[Mapping[int, str], dict[int, str]] | None = None
         # Rules by the groups they name, per side: which rules a code change touches.
         self._users: tuple[dict[str, list[ResolvedRule]], dict[str, list[ResolvedRule]]] = (
             {},
@@ -226,10 +241,20 @@ class Compiler:
                 cached[1], old_groups, groups, cached[2], workload_ids, opts.class_bits
             )
             self.incremental_tables += built is not None
+            if built is None:
+                self.rebuilt_tables += 1  # a block changed, or no room: laid out anew
+            elif built is not None and built.encoding.generation != cached[1].encoding.generation:
+                self.relaid_fields += built.encoding.generation - cached[1].encoding.generation
         if built is None:
             previous = cached[1].encoding if cached is not None else None
             built = build_class_table(
-                table, groups, workload_ids, opts.encoding, opts.class_bits, previous
+                table,
+                groups,
+                workload_ids,
+                opts.encoding,
+                opts.class_bits,
+                previous,
+                opts.spare_bits,
             )
         self._tables[table] = (key, built, workload_ids)
         return built
@@ -297,6 +322,7 @@ class Compiler:
         src = self._class_table(names.SRC_CLASS, [resolved.groups[n] for n in src_names], local)
         dst = self._class_table(names.DST_CLASS, [resolved.groups[n] for n in dst_names], local)
         src_codes, dst_codes = src.encoding.codes, dst.encoding.codes
+        delta: AclDelta | None = None
         if last is not None and last[0] is resolved.rules:
             if last[1] is src_codes and last[2] is dst_codes:
                 # The same rules over the same codes (an inventory event): the very same ACL.
@@ -304,18 +330,19 @@ class Compiler:
             else:
                 # Codes of a few groups changed (a new combination in a class field): only the
                 # rules over those groups get new entries.
-                acl = self._recode(last[6], (last[1], src_codes), (last[2], dst_codes))
+                acl, redone = self._recode(last[6], (last[1], src_codes), (last[2], dst_codes))
+                delta = (last[6], acl, redone)
         else:
             acl = self._rule_pass(rules, src_codes, dst_codes)
         self._last = (resolved.rules, src_codes, dst_codes, rules, src_names, dst_names, acl)
-        return self._finish(resolved, rules, local, src, dst, acl, started)
+        return self._finish(resolved, rules, local, src, dst, acl, started, delta)
 
     def _recode(
         self,
         previous: Mapping[int, tuple[Entry, ...]],
         src: tuple[Codes, Codes],
         dst: tuple[Codes, Codes],
-    ) -> dict[int, tuple[Entry, ...]]:
+    ) -> tuple[dict[int, tuple[Entry, ...]], frozenset[int]]:
         acl = dict(previous)
         redo: dict[int, ResolvedRule] = {}
         for (old, new), users in zip((src, dst), self._users, strict=True):
@@ -329,7 +356,7 @@ class Compiler:
             entries = tuple(self.rule_entries(rule, src_codes, dst_codes))
             acl[rid] = entries
             self._rules[rid] = (rule, src_codes, dst_codes, entries)
-        return acl
+        return acl, frozenset(redo)
 
     def _rule_pass(
         self, rules: list[ResolvedRule], src_codes: Codes, dst_codes: Codes
@@ -386,6 +413,7 @@ class Compiler:
         dst: ClassTable,
         acl: Mapping[int, tuple[Entry, ...]],
         started: float,
+        delta: AclDelta | None = None,
     ) -> CompiledPolicy:
         opts = self.options
         default_action = names.ACL_ALLOW if resolved.default_action == "allow" else names.ACL_DROP
@@ -404,10 +432,29 @@ class Compiler:
                 if w.mac is not None and w.port is not None
             )
             self._l2 = (local, l2)
-        if self._acl_size is None or self._acl_size[0] is not acl:
+        size = self._acl_size
+        if size is not None and delta is not None and size[0] is delta[0]:
+            # Patched from the last ACL: adjust the totals by the rules redone only.
+            _, total, top, audit = size
+            for rid in delta[2]:
+                old, new = delta[0].get(rid, ()), acl.get(rid, ())
+                total += len(new) - len(old)
+                if old and old[0].table == names.ACL_AUDIT:
+                    audit -= len(old)
+                if new and new[0].table == names.ACL_AUDIT:
+                    audit += len(new)
+                if len(old) == top and len(new) < top:
+                    top = -1  # the largest rule shrank: count again below
+                elif top >= 0:
+                    top = max(top, len(new))
+            if top < 0:
+                top = max((len(e) for e in acl.values()), default=0)
+            self._acl_size = (acl, total, top, audit)
+        elif size is None or size[0] is not acl:
             sizes = [len(e) for e in acl.values()]
             audit = sum(len(e) for e in acl.values() if e and e[0].table == names.ACL_AUDIT)
             self._acl_size = (acl, sum(sizes), max(sizes, default=0), audit)
+        assert self._acl_size is not None
         _, acl_total, acl_max, audit_total = self._acl_size
         service: tuple[Entry, ...] = ()
         if opts.service_port is not None:
@@ -421,8 +468,8 @@ class Compiler:
                 ),
             )
         counts = {
-            names.SRC_CLASS: len(src.entries),
-            names.DST_CLASS: len(dst.entries),
+            names.SRC_CLASS: len(src),
+            names.DST_CLASS: len(dst),
             names.ACL: acl_total - audit_total,
             names.L2_FORWARD: len(l2),
         }
@@ -441,9 +488,9 @@ class Compiler:
             dst_expanded=dst.encoding.expanded,
             seconds=time.perf_counter() - started,
         )
-        return CompiledPolicy(
-            src, dst, acl, acl_default, l2, service, dict(resolved.rule_names), stats
-        )
+        if self._names is None or self._names[0] is not resolved.rule_names:
+            self._names = (resolved.rule_names, dict(resolved.rule_names))
+        return CompiledPolicy(src, dst, acl, acl_default, l2, service, self._names[1], stats, delta)
 
 
 def _recoded(old: Codes | None, new: Codes) -> set[str]:

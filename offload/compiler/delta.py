@@ -28,7 +28,7 @@ def diff(old: CompiledPolicy | None, new: CompiledPolicy) -> Diff:
     added: list[Entry] = []
     total = 0
     for before, after in ((old.src_class, new.src_class), (old.dst_class, new.dst_class)):
-        total += len(after.entries)
+        total += len(after)
         _table(before, after, removed, added)
     old_rest = dict(old.other_chunks())
     for key, entries in new.other_chunks():
@@ -36,8 +36,14 @@ def diff(old: CompiledPolicy | None, new: CompiledPolicy) -> Diff:
         _chunk(old_rest.pop(key, None), entries, removed, added)
     for entries in old_rest.values():
         removed.extend(entries)
+    delta = new.acl_delta
     if old.acl is new.acl:
         total += new.stats.acl_entries
+    elif delta is not None and delta[0] is old.acl and delta[1] is new.acl:
+        # Patched from the old ACL: only the rules it names may differ.
+        total += new.stats.acl_entries
+        for rule_id in delta[2]:
+            _chunk(old.acl.get(rule_id), new.acl.get(rule_id, ()), removed, added)
     else:
         old_acl = dict(old.acl)
         for rule_id, entries in new.acl.items():

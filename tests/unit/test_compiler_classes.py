@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import itertools
+import random
+from collections.abc import Iterable
 
 import pytest
 
@@ -23,7 +26,13 @@ from offload.compiler import (
     compile_policy,
     evaluate,
 )
-from offload.compiler.classes import BARRIER, build_class_table, choose_encoding, memberships
+from offload.compiler.classes import (
+    BARRIER,
+    Encoding,
+    build_class_table,
+    choose_encoding,
+    memberships,
+)
 from offload.entries import Lpm, Ternary
 from offload.p4values import ip_to_int128, network_to_lpm128
 
@@ -205,20 +214,36 @@ def test_a_reused_compiler_follows_new_codes_under_unchanged_rules(bits: int) ->
         assert tables.verdict(*pkt) == evaluate(moved, pkt), pkt
 
 
-def test_a_full_field_is_extended_by_laying_it_out_again_wider() -> None:
+def _agrees(enc: Encoding, names_: tuple[str, ...], masks: Iterable[int]) -> None:
+    for mask in masks:
+        cid = enc.class_ids[mask]
+        for i, name in enumerate(names_):
+            hit = any(cid & t.mask == t.value for t in enc.codes[name])
+            assert hit == bool(mask >> i & 1), (mask, name)
+
+
+def test_a_full_field_takes_a_free_bit_and_keeps_every_code() -> None:
     # Three disjoint groups fill a 2-bit field (values 1..3); a workload then joins g0 and g1:
-    # no free value, nothing to reclaim, so the field moves to unused bits, 3 wide.
+    # no free value, nothing to reclaim, so the field takes a free bit. Every existing code and
+    # class id stays; only g1 gets one more code (g0's code already matches g0's value plus
+    # the new bit), so only rules over g1 would be rewritten.
     names_ = ("g0", "g1", "g2")
     enc = choose_encoding(names_, {1, 2, 4}, "packed", bits=8)
     assert enc.bits == 2
     grown = enc.extended([0b011], live=lambda: {1, 2, 4}, limit=8)
-    assert grown is not None and grown.generation == enc.generation + 1 and grown.bits == 5
-    for mask in (1, 2, 4, 0b011):
-        cid = grown.class_ids[mask]
-        for i, name in enumerate(names_):
-            hit = any(cid & t.mask == t.value for t in grown.codes[name])
-            assert hit == bool(mask >> i & 1), (mask, name)
-    assert enc.extended([0b011], live=lambda: {1, 2, 4}, limit=4) is None  # no room: rebuild
+    assert grown is not None and grown.generation == enc.generation and grown.bits == 3
+    assert all(grown.class_ids[m] == enc.class_ids[m] for m in (1, 2, 4))
+    added = {n: grown.codes[n][len(enc.codes[n]) :] for n in names_}
+    assert all(grown.codes[n][: len(enc.codes[n])] == enc.codes[n] for n in names_)
+    assert sum(len(v) for v in added.values()) == 1
+    _agrees(grown, names_, (1, 2, 4, 0b011))
+    # More combinations on top of that bit, then of two taken bits: still only new codes.
+    more = grown.extended([0b110, 0b101, 0b111], live=lambda: {1, 2, 4, 3}, limit=8)
+    assert more is not None and more.generation == enc.generation
+    _agrees(more, names_, (1, 2, 4, 0b011, 0b110, 0b101, 0b111))
+    assert all(more.class_ids[m] == grown.class_ids[m] for m in (1, 2, 4, 3))
+    # No free bit at all (limit 2): the field cannot grow, the caller rebuilds.
+    assert enc.extended([0b011], live=lambda: {1, 2, 4}, limit=2) is None
 
 
 def test_dead_combinations_are_reclaimed_before_a_field_grows() -> None:
@@ -234,3 +259,54 @@ def test_dead_combinations_are_reclaimed_before_a_field_grows() -> None:
         for i, name in enumerate(names_):
             hit = any(cid & t.mask == t.value for t in second.codes[name])
             assert hit == bool(mask >> i & 1), (mask, name)
+
+
+def test_a_full_field_with_no_free_bit_spills_into_another_fields_free_value() -> None:
+    # g0..g2 fill a 2-bit field; h0 and h1 (each overlapping a g) share another 2-bit field
+    # with one value free; 4 bits in all, none free. {g0, g2} then needs a value: it is
+    # carried by h's free value (the g field stays 0), for addresses in no h group.
+    names_ = ("g0", "g1", "g2", "h0", "h1")
+    masks = {0b00001, 0b00010, 0b00100, 0b01001, 0b10010}
+    enc = choose_encoding(names_, masks, "packed", bits=4)
+    assert enc.bits == 4 and len(enc.fields) == 2
+    grown = enc.extended([0b00101], live=lambda: masks, limit=4)
+    assert grown is not None and grown.generation == enc.generation and grown.bits == 4
+    assert all(grown.class_ids[m] == enc.class_ids[m] for m in masks)
+    gained = {n for n in names_ if grown.codes[n] != enc.codes[n]}
+    assert gained == {"g0", "g2"}
+    _agrees(grown, names_, (*masks, 0b00101))
+    # The same combination again (another address) reuses the spilled value: no new code.
+    again = grown.extended([0b00101], live=lambda: masks | {0b00101}, limit=4)
+    assert again is grown
+    # With an h group as well, neither field has room: the caller must rebuild.
+    assert grown.extended([0b01101], limit=4) is None
+
+
+@pytest.mark.parametrize(("seed", "bits"), [(s, b) for s in range(4) for b in (7, 8, 9)])
+def test_random_new_combinations_keep_every_class_id_meaning_its_groups(
+    seed: int, bits: int
+) -> None:
+    # Combinations arrive and die at random in few bits: fields fill up, take free bits,
+    # reclaim values, spill into other fields and, with nothing left, are laid out again or
+    # rebuilt; whatever happened, every live class id must match exactly its groups' codes.
+    rng = random.Random(seed)
+    n = 10
+    names_ = tuple(f"g{i}" for i in range(n))
+    live = {1 << i for i in range(n)} | {rng.getrandbits(n) & rng.getrandbits(n) or 1}
+    enc = choose_encoding(names_, set(live), "auto", bits)
+    assert enc.kind != "bitmap"
+    for _ in range(80):
+        new = {(rng.getrandbits(n) & rng.getrandbits(n)) | 1 << rng.randrange(n)}
+        while rng.random() < 0.4 or len(live) > 2 * n:  # combinations die too
+            live.discard(rng.choice(sorted(m for m in live if m & (m - 1)) or [0]))
+            if len(live) <= n:
+                break
+        grown = enc.extended(new, live=functools.partial(set, live), limit=bits)
+        live |= new
+        if grown is None:  # no room at all: the caller rebuilds (one field, if need be)
+            try:
+                grown = choose_encoding(names_, set(live), "auto", bits)
+            except EncodingError:
+                grown = choose_encoding(names_, set(live), "classes", bits)
+        enc = grown
+        _agrees(enc, names_, live)

@@ -18,3 +18,7 @@ def test_bench_tags_runs_small_and_writes_in_proportion(capsys: pytest.CaptureFi
     # worst the few rules over groups whose codes grew), never the whole table.
     assert out["quarantine"]["writes_mean"] < out["entries"] / 20
     assert out["instance_create_writes"] > 0 and out["incremental_tables"] > 0
+    # The worst case is reported, and no change rewrote a class field or table whole.
+    assert out["tier_change"]["writes_max"] >= out["tier_change"]["writes_p99"]
+    assert out["tier_change"]["writes_max"] < out["entries"] / 20
+    assert out["relaid_fields"] == 0 and out["rebuilt_tables"] == 0
