@@ -1,6 +1,7 @@
 """The host agent: one policy in, the host's target programmed, kept in step as the policy moves.
 
-It owns the policy tables (classification, forwarding, ACL, service config). The flow cache and
+It owns the policy tables (classification, forwarding, ACL, service config) and the rule
+log's table (`acl.log_rules`, from `offload.compiler.logrules`). The flow cache and
 identity tables belong to the fast path and the identity module, so a policy sync never
 touches them. With a service controller (stateful mode, `controlplane.service`) each applied
 policy is also loaded into the firewall service, whose flows are resimulated against it.
@@ -19,6 +20,7 @@ from controlplane.policy import Policy, PolicyError, Problem, analyze, load_poli
 from offload import names
 from offload.compiler import CompiledPolicy, CompileOptions
 from offload.compiler.delta import diff as compiled_diff
+from offload.compiler.logrules import RuleInfo, log_diff, log_entries, merge_diffs, rule_catalog
 from offload.compiler.rules import ResolvedPolicy
 from offload.entries import Entry
 from offload.p4client import P4Client
@@ -38,6 +40,9 @@ POLICY_TABLES: tuple[str, ...] = (
     names.ACL_AUDIT,
     names.ACL,
 )
+# The rule log's table (offload.compiler.logrules), synced with the policy tables; kept apart
+# because the compiled policy (and so `nicfw policy diff`) does not hold its entries.
+LOG_TABLES: tuple[str, ...] = (names.LOG_RULES,)
 
 
 @dataclass
@@ -87,6 +92,7 @@ class HostAgent:
         self.inventory: Inventory | None = None
         self.policy: Policy | None = None
         self.compiled: CompiledPolicy | None = None
+        self.logged: tuple[Entry, ...] = ()  # acl.log_rules as enforced (with `compiled`)
         self.lock = threading.RLock()  # one change at a time
 
     def push_pipeline(self, device_config: bytes = b"") -> None:
@@ -106,7 +112,14 @@ class HostAgent:
         """Compile `policy` and compute the writes from what is enforced now, writing nothing."""
         inventory = self._inventory(policy)
         warnings = analyze(inventory.current, inventory.resolved)
-        return inventory.compiled, compiled_diff(self.compiled, inventory.compiled), warnings
+        changes = merge_diffs(
+            compiled_diff(self.compiled, inventory.compiled),
+            log_diff(self.logged if self.compiled else None, self._log_entries(inventory)),
+        )
+        return inventory.compiled, changes, warnings
+
+    def _log_entries(self, inventory: Inventory) -> tuple[Entry, ...]:
+        return log_entries(inventory.resolved, self.options.host)
 
     def apply(self, policy: Policy, progress: Progress | None = None) -> ApplyResult:
         """Enforce `policy`: a full sync against the target's real state the first time, then
@@ -116,18 +129,22 @@ class HostAgent:
             inventory = self._inventory(policy)
             resolved, compiled = inventory.resolved, inventory.compiled
             warnings = analyze(inventory.current, resolved)
+            logged = self._log_entries(inventory)
             if self.compiled is None:
-                report = sync(
-                    self.client, self.schema, compiled.entries(), POLICY_TABLES, progress=progress
-                )
+                desired = compiled.entries() + list(logged)
+                tables = POLICY_TABLES + LOG_TABLES
+                report = sync(self.client, self.schema, desired, tables, progress=progress)
             else:
-                changes = compiled_diff(self.compiled, compiled)
+                changes = merge_diffs(
+                    compiled_diff(self.compiled, compiled), log_diff(self.logged, logged)
+                )
                 try:
                     report = apply_diff(self.client, self.schema, changes, progress=progress)
                 except Exception:
                     self.compiled = None  # unknown state: resync from the target next time
                     raise
             self.inventory, self.policy, self.compiled = inventory, policy, compiled
+            self.logged = logged
             resimulation = self._resimulate(resolved)
             log.info(
                 "policy applied: %d inserted, %d modified, %d deleted, %d unchanged",
@@ -147,12 +164,14 @@ class HostAgent:
         with self.lock:
             if self.inventory is None:
                 raise RuntimeError("no policy applied yet")
+            logged = self._log_entries(self.inventory)
+            writes = merge_diffs(writes, log_diff(self.logged, logged))
             try:
                 report = apply_diff(self.client, self.schema, writes)
             except Exception:
                 self.compiled = None
                 raise
-            self.compiled = self.inventory.compiled
+            self.compiled, self.logged = self.inventory.compiled, logged
             self._resimulate(self.inventory.resolved)
             return report
 
@@ -169,5 +188,9 @@ class HostAgent:
         """Rule id -> rule name of the enforced policy."""
         return dict(self.compiled.rule_names) if self.compiled else {}
 
+    def rule_info(self) -> dict[int, RuleInfo]:
+        """Rule id -> name, section, action, audit, log of the enforced policy."""
+        return rule_catalog(self.inventory.resolved) if self.inventory else {}
 
-__all__ = ["POLICY_TABLES", "ApplyResult", "HostAgent", "PolicyError"]
+
+__all__ = ["LOG_TABLES", "POLICY_TABLES", "ApplyResult", "HostAgent", "PolicyError"]

@@ -6,6 +6,7 @@ an error reply and changes nothing. The socket file is created mode 0600: whoeve
 can change the firewall.
 
 Ops: `tag.add` (workload, tag, expires: seconds or null), `tag.rm` (workload, tag), `tag.ls`.
+`log.recent` (since, audit, limit): the rule log's last records (`controlplane.rulelog`).
 Tag changes go through an `Inventory` and the resulting diff through the `apply` callback
 (which writes it to the target); expired tags are detached by the server's own timer.
 
@@ -49,6 +50,8 @@ class TagService:
         self.inventory = inventory
         self.apply = apply
         self.lock = threading.Lock()
+        # Ops other parts of the daemon serve on the same socket (`log.recent`: the rule log).
+        self.extra_ops: dict[str, Callable[[Mapping[str, Any]], Reply]] = {}
 
     def handle(self, request: Mapping[str, Any]) -> Reply:
         """One request -> its reply (errors become `ok: false`)."""
@@ -62,7 +65,7 @@ class TagService:
             return {"ok": False, "error": str(exc)}
 
     def _ops(self) -> dict[str, Callable[[Mapping[str, Any]], Reply]]:
-        return {"tag.add": self._add, "tag.rm": self._rm, "tag.ls": self._ls}
+        return {"tag.add": self._add, "tag.rm": self._rm, "tag.ls": self._ls} | self.extra_ops
 
     def _change(self, event: TagAttached | TagDetached, dry_run: bool = False) -> Reply:
         if dry_run:
@@ -282,3 +285,8 @@ def tag_ls(path: str | Path) -> list[dict[str, Any]]:
     """The dynamic tags: workload, tag, expires (epoch seconds or None)."""
     tags: list[dict[str, Any]] = request(path, {"op": "tag.ls"})["tags"]
     return tags
+
+
+def log_recent(path: str | Path, since: int = 0, audit: bool = False, limit: int = 100) -> Reply:
+    """The rule log's records after `since` (audit hits only if `audit`): records, last."""
+    return request(path, {"op": "log.recent", "since": since, "audit": audit, "limit": limit})

@@ -21,9 +21,11 @@ from controlplane.agent import HostAgent
 from controlplane.api import DEFAULT_SOCKET, ControlServer, TagService
 from controlplane.policy import Policy, PolicyError, demo_policy_text, load_policy, load_policy_file
 from controlplane.rejects import RejectResponder
+from controlplane.rulelog import DIGEST_CONFIG, RuleLog, default_log_path
 from controlplane.service import Backend, ServiceController, ServiceOptions
 from offload.compiler import CompileOptions
-from offload.names import Reason
+from offload.compiler.logrules import RuleInfo
+from offload.names import LOG_DIGEST, Reason
 from offload.p4client import P4Client
 from offload.p4schema import P4Schema
 from offload.packetio import PacketIn
@@ -49,6 +51,7 @@ class DaemonOptions:
     fastpath_ctrl: str | None = None  # attach to a running fast path instead
     flow_idle_timeout: float = 60.0
     flows_db: Path | None = None
+    rule_log: Path | None = None  # JSON lines of logged/audit hits; None: default_log_path()
 
 
 def same_pipeline(client: P4Client, schema: P4Schema) -> bool:
@@ -93,6 +96,18 @@ class Daemon:
         self.tags: TagService | None = None
         self.rejects = RejectResponder()
         self.address = options.target or ""
+        self.rule_log = RuleLog(self._rule_info, options.rule_log or default_log_path())
+
+    def _rule_info(self) -> dict[int, RuleInfo]:
+        return self.agent.rule_info() if self.agent is not None else {}
+
+    def _enable_rule_log(self, client: P4Client) -> None:
+        """Receive log digests (logged rules, audit hits); the daemon works on without."""
+        client.on_digest = self.rule_log.handle
+        try:
+            client.configure_digest(self.schema, LOG_DIGEST, **DIGEST_CONFIG)
+        except Exception as exc:  # e.g. a target whose P4Info predates the digest
+            log.warning("rule log unavailable: cannot configure digest %s: %s", LOG_DIGEST, exc)
 
     def _policy(self) -> Policy:
         if self.options.policy_path is None:
@@ -172,9 +187,11 @@ class Daemon:
             if not same_pipeline(client, self.schema):
                 agent.push_pipeline(self.options.device_config)
             result = agent.apply(policy)
+            self._enable_rule_log(client)
             if self.options.control_socket:
                 assert agent.inventory is not None
                 self.tags = TagService(agent.inventory, agent.write_inventory_change)
+                self.tags.extra_ops["log.recent"] = self.rule_log.api_recent
                 control = ControlServer(self.options.control_socket, self.tags)
                 control.start()
                 stack.callback(control.stop)

@@ -16,6 +16,7 @@ FLOW_CACHE: Final = "FirewallIngress.flows.flow_cache"
 IDENTITY: Final = "FirewallIngress.ident.identity"
 ACL: Final = "FirewallIngress.acl.acl"
 ACL_AUDIT: Final = "FirewallIngress.acl.acl_audit"
+LOG_RULES: Final = "FirewallIngress.acl.log_rules"
 
 # Actions
 NO_ACTION: Final = "NoAction"
@@ -33,11 +34,15 @@ ACL_DROP: Final = "FirewallIngress.acl.acl_drop"
 ACL_REJECT: Final = "FirewallIngress.acl.acl_reject"
 ACL_SERVICE: Final = "FirewallIngress.acl.acl_service"
 AUDIT_HIT: Final = "FirewallIngress.acl.audit_hit"
+LOG_HIT: Final = "FirewallIngress.acl.log_hit"
 
 # Direct counters
 ACL_COUNTER: Final = "FirewallIngress.acl.acl_counter"
 ACL_AUDIT_COUNTER: Final = "FirewallIngress.acl.acl_audit_counter"
 FLOW_COUNTER: Final = "FirewallIngress.flows.flow_counter"
+
+# Digests (P4Info names a digest after its struct type)
+LOG_DIGEST: Final = "log_digest_t"
 
 # Controller headers
 PACKET_IN: Final = "packet_in"
@@ -57,6 +62,15 @@ class Reason:
     ALG: Final = 3  # an application-layer gateway must see it
     IDENTITY_PENDING: Final = 4  # identity of the connection not known yet
     REJECT: Final = 5  # a reject rule: the service answers with TCP RST / ICMP unreachable
+
+
+class Verdict:
+    """The ACL's verdict as the log digest reports it (define.p4 VERDICT_*)."""
+
+    ALLOW: Final = 1
+    DROP: Final = 2
+    REJECT: Final = 3
+    SERVICE: Final = 4
 
 
 class Direction:

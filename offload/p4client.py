@@ -3,7 +3,8 @@
 Synchronous by design: the daemon and the CLI call it from ordinary code. One background thread
 reads the StreamChannel and hands what arrives to whoever asked for it: arbitration updates to
 the client itself, PacketIn messages to a callback or a queue (decoded by name through the
-schema's `packet_in` header), idle-timeout notifications to a callback as decoded entries.
+schema's `packet_in` header), idle-timeout notifications to a callback as decoded entries,
+DigestLists to a callback or a queue as decoded samples (acked after the callback returns).
 Everything that converts entries to protobuf goes through `offload.p4entity`.
 """
 
@@ -20,6 +21,7 @@ from typing import Literal, overload
 import grpc
 
 from offload.counters import Counts, read_direct_counters
+from offload.digests import DigestInfo, DigestList, decode_digest_list, digest_infos
 from offload.entries import Entry
 from offload.names import ACL
 from offload.p4decode import EntryDecoder
@@ -102,11 +104,16 @@ class P4Client:
         self.batch_size = batch_size
         self.on_packet_in: Callable[[PacketIn], None] | None = None
         self.on_idle_timeout: Callable[[list[Entry]], None] | None = None
+        self.on_digest: Callable[[DigestList], object] | None = None
+        self.auto_ack_digests = True  # ack each DigestList once it is handed over
+        self._digest_lists: queue.Queue[DigestList] = queue.Queue(packet_queue_size)
+        self._digest_infos: tuple[P4Schema, dict[int, DigestInfo]] | None = None
         self.packets_dropped = 0  # PacketIns lost because the queue was full
         self.stream_errors: deque[p4r.StreamError] = deque(maxlen=100)
         self._packets: queue.Queue[PacketIn] = queue.Queue(packet_queue_size)
         self._channel: grpc.Channel | None = None
         self._stub: p4r_grpc.P4RuntimeStub | None = None
+        self._write_bytes: grpc.UnaryUnaryMultiCallable | None = None  # Write of bytes
         self._requests: queue.Queue[object] = queue.Queue()
         self._responses: grpc.Future | None = None
         self._reader: threading.Thread | None = None
@@ -161,6 +168,9 @@ class P4Client:
             raise RuntimeError("P4Client is already open")
         self._channel = grpc.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
         self._stub = p4r_grpc.P4RuntimeStub(self._channel)
+        self._write_bytes = self._channel.unary_unary(
+            "/p4.v1.P4Runtime/Write", response_deserializer=p4r.WriteResponse.FromString
+        )
         try:
             self._reach(connect_timeout, wait_for_target)
             if self.election_id is None:
@@ -225,6 +235,7 @@ class P4Client:
             self._channel.close()
         self._channel = None
         self._stub = None
+        self._write_bytes = None
         self._is_primary = False
 
     def __enter__(self) -> P4Client:
@@ -300,6 +311,8 @@ class P4Client:
                 self._packet_in(msg.packet)
             elif which == "idle_timeout_notification":
                 self._idle_timeout(msg.idle_timeout_notification)
+            elif which == "digest":
+                self._digest(msg.digest)
             elif which == "error":
                 self.stream_errors.append(msg.error)
                 LOG.warning("P4Runtime stream error from %s: %s", self.address, msg.error.message)
@@ -327,6 +340,76 @@ class P4Client:
         if callback is None or self.schema is None:
             return
         callback([decode_table_entry(self.schema, te) for te in note.table_entry])
+
+    def _digest(self, msg: p4r.DigestList) -> None:
+        if self.schema is None:
+            raise PacketError("a DigestList arrived but the client has no schema to decode it")
+        if self._digest_infos is None or self._digest_infos[0] is not self.schema:
+            infos = {d.id: d for d in digest_infos(self.schema.p4info).values()}
+            self._digest_infos = (self.schema, infos)
+        digests = decode_digest_list(self._digest_infos[1], msg)
+        callback = self.on_digest
+        if callback is not None:
+            callback(digests)  # raises: no ack, the target resends after its ack timeout
+        else:
+            try:
+                self._digest_lists.put_nowait(digests)
+            except queue.Full:
+                self.packets_dropped += 1
+        if self.auto_ack_digests:
+            self.ack_digest(msg.digest_id, msg.list_id)
+
+    def digest_list(self, timeout: float | None = None) -> DigestList | None:
+        """The next queued DigestList (when no `on_digest` callback is set), or None."""
+        try:
+            return self._digest_lists.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def ack_digest(self, digest_id: int, list_id: int) -> None:
+        """Acknowledge a DigestList: the target may report the same data again."""
+        ack = p4r.DigestListAck(digest_id=digest_id, list_id=list_id)
+        self._send(p4r.StreamMessageRequest(digest_ack=ack))
+
+    def configure_digest(
+        self,
+        schema: P4Schema,
+        name: str,
+        *,
+        max_timeout_ns: int = 0,
+        max_list_size: int = 1,
+        ack_timeout_ns: int = 0,
+    ) -> None:
+        """Enable a digest (DigestEntry INSERT, or MODIFY when it is already configured)."""
+        infos = digest_infos(schema.p4info)
+        if name not in infos:
+            raise P4ClientError("Write", rpc_code.NOT_FOUND, f"P4Info has no digest {name!r}")
+        entry = p4r.DigestEntry(digest_id=infos[name].id)
+        entry.config.max_timeout_ns = max_timeout_ns
+        entry.config.max_list_size = max_list_size
+        entry.config.ack_timeout_ns = ack_timeout_ns
+        for utype in (INSERT, MODIFY):
+            request = self.new_write_request()
+            request.updates.add(type=utype).entity.digest_entry.CopyFrom(entry)
+            errors = self.write_request(request)
+            if not errors:
+                return
+            if errors[0].code != rpc_code.ALREADY_EXISTS:
+                raise WriteError(errors, 1)
+        raise WriteError(errors, 1)
+
+    def read_digest_config(self, schema: P4Schema, name: str) -> p4r.DigestEntry.Config | None:
+        """A digest's config on the target; None when it is not configured."""
+        digest_id = digest_infos(schema.p4info)[name].id
+        query = p4r.Entity(digest_entry=p4r.DigestEntry(digest_id=digest_id))
+        try:
+            for entity in self.read([query]):
+                return entity.digest_entry.config
+        except P4ClientError as exc:
+            if exc.code == rpc_code.NOT_FOUND:
+                return None
+            raise
+        return None
 
     def packet_in(self, timeout: float | None = None) -> PacketIn | None:
         """The next queued PacketIn (when no `on_packet_in` callback is set), or None."""
@@ -406,6 +489,26 @@ class P4Client:
             election_id=uint128(self.election_id),
             atomicity=atomicity,  # type: ignore[arg-type]
         )
+
+    def write_serialized(self, data: bytes, offset: int = 0) -> list[UpdateError]:
+        """`write_request` of an already serialized WriteRequest (no second serialization).
+
+        The request is parsed only if the target reports per-update errors, to name them.
+        """
+        self._stub_or_raise()
+        if self._write_bytes is None:  # a stub without a channel (tests): the message path
+            return self.write_request(p4r.WriteRequest.FromString(data), offset)
+        try:
+            self._write_bytes(data, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            updates = p4r.WriteRequest.FromString(data).updates
+            errors = update_errors(exc, updates, offset)
+            if errors is None:
+                raise self._error("Write", exc) from None
+            if not errors:
+                raise P4ClientError("Write", rpc_code_of(exc), rpc_details_of(exc)) from None
+            return errors
+        return []
 
     def write_request(self, request: p4r.WriteRequest, offset: int = 0) -> list[UpdateError]:
         """Send one WriteRequest; return its failing updates, numbered from `offset`.

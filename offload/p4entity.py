@@ -362,6 +362,11 @@ class TableEntryEncoder:
 
         An entry that cannot be encoded raises before the request changes.
         """
+        request.MergeFromString(self.updates_bytes(update_type, entries))
+
+    def updates_bytes(self, update_type: int, entries: Iterable[Entry]) -> bytes:
+        """One update of `update_type` per entry, as the serialized `updates` fields of a
+        WriteRequest (append them to a serialized request header); raises as `add_updates`."""
         key_only = update_type == p4r.Update.DELETE
         fast = self._wire.table_entry
         parts = []
@@ -373,7 +378,7 @@ class TableEntryEncoder:
                     self.encode_into(entry, msg, key_only=key_only)
                     data = msg.SerializeToString()
                 parts.append(update_bytes(update_type, data))
-            request.MergeFromString(b"".join(parts))
+            return b"".join(parts)
 
 
 def _encode_error(entry: Entry, exc: Exception) -> EntityError:

@@ -39,6 +39,7 @@ class Prefix(enum.IntEnum):
     ACTION = 0x01
     TABLE = 0x02
     CONTROLLER_HEADER = 0x04
+    DIGEST = 0x05
     COUNTER = 0x12
     DIRECT_COUNTER = 0x13
 

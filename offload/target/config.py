@@ -2,7 +2,8 @@
 
 The target executes firewall.p4 and nothing else, so a pushed P4Info must describe that
 program: the same tables, keys (name, width, match kind), actions and parameters, direct
-counters, idle-timeout support and controller headers as p4/firewall.p4info.txtpb. Ids may
+counters, idle-timeout support, controller headers and digests (by name, with their struct's
+fields) as p4/firewall.p4info.txtpb. Ids may
 differ (a P4Info that p4c built is fine): the target looks everything up by name and talks to
 clients in the ids of the P4Info they pushed. The device config is opaque and kept as given.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from offload.digests import DigestError, digest_infos
 from offload.p4schema import P4Schema, TableInfo
 from offload.proto import p4i
 
@@ -39,7 +41,6 @@ _FOREIGN = (
     "meters",
     "direct_meters",
     "registers",
-    "digests",
     "action_profiles",
     "value_sets",
     "externs",
@@ -84,6 +85,15 @@ def check_p4info(reference: P4Schema, pushed: P4Schema) -> None:
                 )
         if have[name].size <= 0:
             raise ConfigError(f"table {name}: size must be positive")
+    try:
+        want_digests = {d.name: d.fields for d in digest_infos(reference.p4info).values()}
+        have_digests = {d.name: d.fields for d in digest_infos(info).values()}
+    except DigestError as exc:
+        raise ConfigError(str(exc)) from None
+    if have_digests != want_digests:
+        raise ConfigError(
+            f"P4Info digests {have_digests!r} differ from firewall.p4's {want_digests!r}"
+        )
     for header in ("packet_in", "packet_out"):
         if header not in pushed.headers:
             raise ConfigError(f"P4Info lacks the {header} controller header")

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from offload.entries import Entry
 from offload.p4decode import FastTableDecoder, fast_decoders
@@ -24,8 +26,14 @@ from offload.p4entity import EntityError, TableEntryEncoder, decode_table_entry
 from offload.p4schema import P4Schema, SchemaError
 from offload.p4wire import WireEncoder
 from offload.proto import p4r, rpc_code
+from offload.target.digests import DigestOp
 from offload.target.pipeline import Pipeline, default_entry
 from offload.target.tables import StoredEntry, Table, TableFull
+
+if TYPE_CHECKING:
+    from offload.target.wire import WireDecoder
+
+log = logging.getLogger(__name__)
 
 INSERT = p4r.Update.INSERT
 MODIFY = p4r.Update.MODIFY
@@ -69,7 +77,7 @@ class CounterOp:
     counter: tuple[int, int]
 
 
-Op = TableOp | GroupOp | CounterOp
+Op = TableOp | GroupOp | CounterOp | DigestOp
 
 
 class EntityStore:
@@ -86,6 +94,7 @@ class EntityStore:
         self._param_order: dict[str, tuple[int, ...]] = {}
         self._encoder = TableEntryEncoder(self.schema)
         self._wire = WireEncoder(self.schema)
+        self._wire_decoder: WireDecoder | None = None  # built on the first bulk Write
         self._fast = {
             table_id: (decoder, pipeline.tables[decoder.table.name])
             for table_id, decoder in fast_decoders(self.schema).items()
@@ -111,9 +120,39 @@ class EntityStore:
             if utype != MODIFY:
                 raise _invalid("direct counter entries can only be modified")
             return self._prepare_counter(update.entity.direct_counter_entry)
+        if which == "digest_entry":
+            return self.pipeline.digests.prepare(utype, update.entity.digest_entry)
         if which is None:
             raise _invalid("update without an entity")
         raise EntityError(rpc_code.UNIMPLEMENTED, f"{which} is not supported by this target")
+
+    def prepare_all(
+        self, updates: Sequence[p4r.Update], data: bytes | None = None, min_wire: int = 8
+    ) -> list[Op | EntityError]:
+        """`prepare` of every update, in order: its op, or the error it raises.
+
+        Given the request's wire bytes (and at least `min_wire` updates), the ordinary table
+        entries are decoded from those by `offload.target.wire` (the same ops, without reading
+        each field through protobuf); every other update goes through `prepare`.
+        """
+        ops: list[TableOp | None] | None = None
+        if data is not None and len(updates) >= min_wire:
+            if self._wire_decoder is None:
+                from offload.target.wire import WireDecoder
+
+                self._wire_decoder = WireDecoder(self._fast)
+            try:
+                ops = self._wire_decoder.decode(data, len(updates))
+            except Exception:  # a bug there must not fail Writes: the usual path
+                log.exception("wire decoding failed; decoding the messages instead")
+        out = cast(list[Op | EntityError | None], [None] * len(updates) if ops is None else ops)
+        # (`op is None`, not `None in out`: that would call the dataclasses' __eq__.)
+        for i in [i for i, op in enumerate(out) if op is None]:
+            try:
+                out[i] = self.prepare(updates[i])
+            except EntityError as exc:
+                out[i] = exc
+        return cast(list[Op | EntityError], out)
 
     def _prepare_table(self, utype: int, msg: p4r.TableEntry) -> TableOp:
         fast = self._fast.get(msg.table_id)
@@ -238,7 +277,45 @@ class EntityStore:
             return self._apply_table(op)
         if isinstance(op, GroupOp):
             return self._apply_group(op)
+        if isinstance(op, DigestOp):
+            return self.pipeline.digests.apply(op)
         return self._apply_counter(op)
+
+    def apply_each(self, ops: Sequence[tuple[int, Op]], errors: list[EntityError | None]) -> None:
+        """`apply` each (index, op) in order, an error to its index; nothing to undo.
+
+        The common op of a bulk write, a plain INSERT, is done here as `_apply_table` does it
+        (same checks, same errors) without the call layers and the undo closure.
+        """
+        apply = self.apply
+        track = self._track_idle
+        for i, op in ops:
+            if (
+                type(op) is TableOp
+                and op.type == INSERT
+                and not op.is_default
+                and op.counter is None
+            ):
+                table = op.table
+                rec = op.rec
+                assert rec is not None
+                if op.identity in table.entries:
+                    errors[i] = EntityError(
+                        rpc_code.ALREADY_EXISTS, f"{table.name}: entry already exists"
+                    )
+                    continue
+                try:
+                    table.insert(rec)
+                except TableFull as exc:
+                    errors[i] = EntityError(rpc_code.RESOURCE_EXHAUSTED, str(exc))
+                    continue
+                if rec.idle_timeout_ns:
+                    track(table, rec)
+                continue
+            try:
+                apply(op)
+            except EntityError as exc:
+                errors[i] = exc
 
     def _apply_table(self, op: TableOp) -> Undo:
         table = op.table

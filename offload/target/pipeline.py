@@ -17,9 +17,10 @@ from typing import TypeVar
 
 from offload import names as n
 from offload.entries import Entry
-from offload.names import CPU_PORT, Direction, Reason
+from offload.names import CPU_PORT, Direction, Reason, Verdict
 from offload.p4schema import P4Schema, TableInfo
 from offload.p4values import decode_int
+from offload.target.digests import DigestEngine
 from offload.target.packet import (
     PACKET_OUT_LEN,
     encapsulate,
@@ -43,6 +44,13 @@ DROP_PORT = 511
 PORT_MASK = 0x1FF  # v1model ports are 9 bits
 
 Output = list[tuple[int, bytes]]
+
+VERDICTS = {
+    n.ACL_ALLOW: Verdict.ALLOW,
+    n.ACL_DROP: Verdict.DROP,
+    n.ACL_REJECT: Verdict.REJECT,
+    n.ACL_SERVICE: Verdict.SERVICE,
+}
 
 
 def action_args(schema: P4Schema, action: str, params: Mapping[str, int]) -> tuple[int, ...]:
@@ -83,6 +91,9 @@ class Pipeline:
         self.identity = self._table(n.IDENTITY, ExactTable)
         self.acl_audit = self._table(n.ACL_AUDIT, TernaryTable)
         self.acl = self._table(n.ACL, TernaryTable)
+        self.log_rules = self._table(n.LOG_RULES, ExactTable)
+        # digest<T>(...) calls go here; the target wires its `send` to the primary's stream.
+        self.digests = DigestEngine(schema)
         # The packet replication engine: multicast group id -> egress ports.
         self.mcast_groups: dict[int, tuple[int, ...]] = {}
         self.drops: Counter[str] = Counter()
@@ -102,6 +113,7 @@ class Pipeline:
             info = self.schema.table(table.name)
             table.default = default_entry(self.schema, info)
         self.mcast_groups.clear()
+        self.digests.reset()
         self.drops.clear()
         self.rx.clear()
         self.tx.clear()
@@ -109,6 +121,7 @@ class Pipeline:
     def rebind(self, schema: P4Schema) -> None:
         """Adopt a compatible P4Info (other ids, same names): entries are kept by name."""
         self.schema = schema
+        self.digests.rebind(schema)
         for table in self.tables.values():
             table.info = schema.table(table.name)
             table.size = table.info.size
@@ -195,9 +208,11 @@ class Pipeline:
         # the verdict is acl.acl's (ternary/range/optional, priorities, counter acl_counter).
         key = (src_class, dst_class, h.ip_proto, h.l4_src, h.l4_dst, id_class)
         rec = self.acl_audit.lookup(key)
+        audit_rule_id = 0
         if rec is not None:
             rec.packets += 1
             rec.bytes += len(data)
+            audit_rule_id = rec.args[0]
         rec = self.acl.lookup(key)
         if rec is not None:
             rec.packets += 1
@@ -206,6 +221,13 @@ class Pipeline:
             rec = self.acl.default
             assert rec is not None
         action = rec.action
+        # acl.log_rules on the deciding rule; a logged rule or an audit hit sends
+        # log_digest_t. Logging never changes the verdict.
+        rule_id = rec.args[0] if rec.args else 0
+        logged = self.log_rules.entries.get((rule_id,))
+        if audit_rule_id or (logged is not None and logged.action == n.LOG_HIT):
+            verdict = VERDICTS.get(action, 0)
+            self.digests.learn(n.LOG_DIGEST, (rule_id, audit_rule_id, verdict, *five_tuple))
         if action == n.ACL_ALLOW:
             return self._forward(port, data, egress, group)
         if action == n.ACL_REJECT:
@@ -216,7 +238,6 @@ class Pipeline:
             return self._drop("acl_drop")
 
         # 11. To the service: encapsulated out of the service port, else packet_in to the CPU.
-        rule_id = rec.args[0]
         header = service_header(port, egress, reason, direction, workload, rule_id)
         if service_enabled:
             return self._emit([(service_port, encapsulate(data, header))])

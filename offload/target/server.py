@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 API_VERSION = "1.4.0"
+SERVICE = "p4.v1.P4Runtime"
 ERROR_SPACE = "nicfw-software-v1model"
 NO_PIPELINE = "No forwarding pipeline config set for this device."
 READ_CHUNK = 1000  # entities per ReadResponse
@@ -194,6 +195,17 @@ class P4RuntimeService(p4r_grpc.P4RuntimeServicer):
     # ------------------------------------------------------------------ Write
     def Write(self, request: p4r.WriteRequest, context: grpc.ServicerContext) -> p4r.WriteResponse:
         """Apply a batch of updates; per-update errors in grpc-status-details-bin."""
+        return self._write(request, None, context)
+
+    def WriteWire(
+        self, request: tuple[p4r.WriteRequest, bytes], context: grpc.ServicerContext
+    ) -> p4r.WriteResponse:
+        """Write, given the parsed request and its wire bytes (see `add_to_server`)."""
+        return self._write(request[0], request[1], context)
+
+    def _write(
+        self, request: p4r.WriteRequest, data: bytes | None, context: grpc.ServicerContext
+    ) -> p4r.WriteResponse:
         self._check_device(request.device_id, context)
         self._check_primary(request, context)
         entities = self._entities(context)
@@ -207,46 +219,43 @@ class P4RuntimeService(p4r_grpc.P4RuntimeServicer):
         updates = request.updates
         errors: list[EntityError | None] = [None] * len(updates)
         ops: list[tuple[int, Op]] = []
-        prepare = entities.prepare
         # Decoding allocates many short-lived objects and no cycles: collections in the
         # middle of a batch would only walk the (large) tables again and again.
         with gc_paused():
-            for i, update in enumerate(updates):
-                try:
-                    ops.append((i, prepare(update)))
-                except EntityError as exc:
-                    errors[i] = exc
+            prepared = entities.prepare_all(updates, data)
+            failed = [i for i, op in enumerate(prepared) if isinstance(op, EntityError)]
+            if failed:
+                for i in failed:
+                    errors[i] = prepared[i]  # type: ignore[assignment]
+                ops = [(i, op) for i, op in enumerate(prepared) if not isinstance(op, EntityError)]
+            else:
+                ops = list(enumerate(prepared))  # type: ignore[arg-type]
             if atomicity == Atomicity.CONTINUE_ON_ERROR:
                 self._apply_each(entities, ops, errors)
             else:
                 # All or nothing; the whole batch under one hold of the lock, so packets see
                 # the tables either before or after it (DATAPLANE_ATOMIC too).
                 self._apply_atomic(entities, ops, errors)
-        if any(e is not None for e in errors):
+        if errors.count(None) != len(errors):  # (a C-level scan; any() over 1000 is not)
             self._fail_write(context, errors)
         return p4r.WriteResponse()
 
     def _apply_each(
         self, entities: EntityStore, ops: list[tuple[int, Op]], errors: list[EntityError | None]
     ) -> None:
-        apply = entities.apply
         for start in range(0, len(ops), WRITE_CHUNK):
             with self.target.lock:
                 if self.target.entities is not entities:
                     for i, _op in ops[start:]:
                         errors[i] = EntityError(rpc_code.ABORTED, "the pipeline was replaced")
                     return
-                for i, op in ops[start : start + WRITE_CHUNK]:
-                    try:
-                        apply(op)
-                    except EntityError as exc:
-                        errors[i] = exc
+                entities.apply_each(ops[start : start + WRITE_CHUNK], errors)
 
     def _apply_atomic(
         self, entities: EntityStore, ops: list[tuple[int, Op]], errors: list[EntityError | None]
     ) -> None:
         aborted = EntityError(rpc_code.ABORTED, "not applied: another update of the batch failed")
-        if any(e is not None for e in errors):
+        if errors.count(None) != len(errors):
             for i, _op in ops:
                 errors[i] = aborted
             return
@@ -320,6 +329,8 @@ class P4RuntimeService(p4r_grpc.P4RuntimeServicer):
             return entities.read_direct_counter(entity.direct_counter_entry)
         if which == "packet_replication_engine_entry":
             return entities.read_pre(entity.packet_replication_engine_entry)
+        if which == "digest_entry":
+            return entities.pipeline.digests.read(entity.digest_entry)
         if which in ("counter_entry", "meter_entry", "register_entry", "direct_meter_entry"):
             ident = getattr(getattr(entity, which), which.split("_entry")[0] + "_id", 0)
             if ident:
@@ -373,7 +384,7 @@ class P4RuntimeService(p4r_grpc.P4RuntimeServicer):
                 elif which == "packet":
                     self._packet_out(session, request.packet)
                 elif which == "digest_ack":
-                    self._stream_error(session, rpc_code.NOT_FOUND, "firewall.p4 has no digests")
+                    self._digest_ack(session, request.digest_ack)
                 else:
                     error = p4r.StreamMessageResponse()
                     error.error.canonical_code = rpc_code.UNIMPLEMENTED
@@ -437,6 +448,19 @@ class P4RuntimeService(p4r_grpc.P4RuntimeServicer):
             return
         self.target.inject(self.target.cpu_port, pack_header(info, values) + packet.payload)
 
+    def _digest_ack(self, session: Session, ack: p4r.DigestListAck) -> None:
+        if not self.arbiter.session_is_primary(session):
+            self._stream_error(session, rpc_code.PERMISSION_DENIED, "only the primary may ack")
+            return
+        pipeline = self.target.pipeline
+        if pipeline is None or not pipeline.digests.ack(ack.digest_id, ack.list_id):
+            self._stream_error(session, rpc_code.NOT_FOUND, f"unknown digest id {ack.digest_id}")
+
+    def send_digest(self, msg: p4r.StreamMessageResponse) -> None:
+        """Send a DigestList to the primary (none connected: the list is lost, as on BMv2)."""
+        for session in self.arbiter.primaries():
+            session.send(msg)
+
     def packet_in(self, data: bytes) -> None:
         """Send a frame the pipeline sent to the CPU port (packet_in header first) as PacketIn."""
         config = self.target.config
@@ -462,6 +486,9 @@ class P4RuntimeService(p4r_grpc.P4RuntimeServicer):
         while not self._stop.wait(IDLE_SCAN_S):
             try:
                 self.scan_idle()
+                pipeline = self.target.pipeline
+                if pipeline is not None:
+                    pipeline.digests.sweep()
             except Exception:
                 log.exception("idle-timeout scan failed")
 
@@ -480,6 +507,51 @@ class P4RuntimeService(p4r_grpc.P4RuntimeServicer):
         for session in self.arbiter.primaries():
             session.send(msg)
         return len(expired)
+
+
+def _parse_write(data: bytes) -> tuple[p4r.WriteRequest, bytes]:
+    # A request that does not parse fails as grpc fails any undecodable request (INTERNAL).
+    return p4r.WriteRequest.FromString(data), data
+
+
+def add_to_server(service: P4RuntimeService, server: grpc.Server) -> None:
+    """Register the service, as `p4r_grpc.add_P4RuntimeServicer_to_server` does, except that
+    Write also gets the request's wire bytes (`EntityStore.prepare_all` decodes from them)."""
+    unary, stream = grpc.unary_unary_rpc_method_handler, grpc.unary_stream_rpc_method_handler
+    handlers = {
+        "Write": unary(
+            service.WriteWire,
+            request_deserializer=_parse_write,
+            response_serializer=p4r.WriteResponse.SerializeToString,
+        ),
+        "Read": stream(
+            service.Read,
+            request_deserializer=p4r.ReadRequest.FromString,
+            response_serializer=p4r.ReadResponse.SerializeToString,
+        ),
+        "SetForwardingPipelineConfig": unary(
+            service.SetForwardingPipelineConfig,
+            request_deserializer=p4r.SetForwardingPipelineConfigRequest.FromString,
+            response_serializer=p4r.SetForwardingPipelineConfigResponse.SerializeToString,
+        ),
+        "GetForwardingPipelineConfig": unary(
+            service.GetForwardingPipelineConfig,
+            request_deserializer=p4r.GetForwardingPipelineConfigRequest.FromString,
+            response_serializer=p4r.GetForwardingPipelineConfigResponse.SerializeToString,
+        ),
+        "StreamChannel": grpc.stream_stream_rpc_method_handler(
+            service.StreamChannel,
+            request_deserializer=p4r.StreamMessageRequest.FromString,
+            response_serializer=p4r.StreamMessageResponse.SerializeToString,
+        ),
+        "Capabilities": unary(
+            service.Capabilities,
+            request_deserializer=p4r.CapabilitiesRequest.FromString,
+            response_serializer=p4r.CapabilitiesResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
 
 
 def status_code(code: int) -> grpc.StatusCode:

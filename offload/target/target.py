@@ -26,12 +26,11 @@ import grpc
 
 from offload.names import CPU_PORT
 from offload.p4schema import DEFAULT_P4INFO, P4Schema
-from offload.proto import p4r_grpc
 from offload.target.config import PipelineConfig, check_p4info
 from offload.target.entities import EntityStore
 from offload.target.pipeline import Output, Pipeline
 from offload.target.ports import PcapPorts, PortIO
-from offload.target.server import P4RuntimeService
+from offload.target.server import P4RuntimeService, add_to_server
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ class SoftwareTarget:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        p4r_grpc.add_P4RuntimeServicer_to_server(self.service, server)
+        add_to_server(self.service, server)
         host = self.requested_address.rpartition(":")[0]
         bound = server.add_insecure_port(self.requested_address)
         if bound == 0:
@@ -144,6 +143,7 @@ class SoftwareTarget:
                 entities = EntityStore(pipeline, previous=self.entities)
             else:
                 pipeline = Pipeline(config.schema, self.cpu_port)
+                pipeline.digests.send = self.service.send_digest
                 entities = EntityStore(pipeline)
             self.pipeline, self.entities, self.config = pipeline, entities, config
             self.saved = None

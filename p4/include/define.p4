@@ -64,6 +64,15 @@ const bit<8> DIRECTION_UNKNOWN  = 0;
 const bit<8> DIRECTION_OUTBOUND = 1;  // the source is a local workload
 const bit<8> DIRECTION_INBOUND  = 2;  // only the destination is a local workload
 
+// The ACL's verdict, as the log digest reports it (log_digest_t.verdict).
+const bit<8> VERDICT_ALLOW   = 1;
+const bit<8> VERDICT_DROP    = 2;
+const bit<8> VERDICT_REJECT  = 3;
+const bit<8> VERDICT_SERVICE = 4;
+
+// v1model digest receiver of the rule log (BMv2 ignores it; P4Runtime names the digest by type).
+const bit<32> LOG_DIGEST_RECEIVER = 1;
+
 // standard_metadata.instance_type of a copy made by the packet replication engine
 // (BMv2 simple_switch; v1model does not name these values).
 const bit<32> PKT_INSTANCE_TYPE_REPLICATION = 5;

@@ -174,6 +174,24 @@ struct fw_metadata_t {
     bit<8>        reason;
     rule_id_t     rule_id;
     rule_id_t     audit_rule_id;  // the audit rule that matched (0: none); never enforced
+    bit<8>        verdict;        // VERDICT_* of acl.acl
+    bit<1>        log;            // acl.log_rules: the deciding rule has `log: true`
+}
+
+// ---------------------------------------------------------------------------------------
+// The rule log: one digest per packet that a logged rule or an audit rule decided or
+// watched (P4Runtime DigestList on the controller's stream; the target drops repeats of
+// data the controller has not acknowledged yet, so a flow is reported once until acked).
+// ---------------------------------------------------------------------------------------
+struct log_digest_t {
+    rule_id_t  rule_id;        // the rule that decided (0: the default)
+    rule_id_t  audit_rule_id;  // the audit rule that matched (0: none)
+    bit<8>     verdict;        // VERDICT_*
+    ip_addr_t  ip_src;         // the lookup key's 5-tuple (IPv4 as ::ffff:a.b.c.d)
+    ip_addr_t  ip_dst;
+    bit<8>     ip_proto;
+    bit<16>    l4_src;
+    bit<16>    l4_dst;
 }
 
 #endif  // __NICFW_HEADER_P4__

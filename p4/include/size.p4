@@ -14,5 +14,6 @@
 #define IDENTITY_TABLE_SIZE       65536   // connections with a known user
 #define ACL_TABLE_SIZE            65536   // compiled rules (after range expansion)
 #define ACL_AUDIT_TABLE_SIZE      4096    // rules in audit mode (after range expansion)
+#define LOG_RULES_TABLE_SIZE      4096    // rules with `log: true` (one entry per rule)
 
 #endif  // __NICFW_SIZE_P4__

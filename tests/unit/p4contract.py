@@ -1,7 +1,8 @@
 """The P4Runtime contract of a pipeline, without ids: derived from P4 source or from P4Info.
 
 Both sides are reduced to the same `Pipeline` (names, widths, match kinds, action scopes,
-defaults, sizes, idle timeouts, direct counters, controller headers) so that `diff` can say
+defaults, sizes, idle timeouts, direct counters, controller headers, digests and the fields
+of their structs) so that `diff` can say
 in words where firewall.p4 and firewall.p4info.txtpb disagree. `check_ids` checks what only
 P4Info has: ids, their resource-type prefixes, and the references between them.
 """
@@ -9,7 +10,7 @@ P4Info has: ids, their resource-type prefixes, and the references between them.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from offload.p4schema import P4Schema, Prefix
 from offload.proto import p4i
@@ -74,6 +75,8 @@ class Pipeline:
     actions: dict[str, tuple[tuple[str, int], ...]]  # name -> ((param, width), ...)
     direct_counters: dict[str, tuple[str, str]]  # name -> (unit, table)
     controller_headers: dict[str, tuple[tuple[str, int], ...]]
+    # digest name (p4c: its struct type's name) -> ((member, width), ...)
+    digests: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------
@@ -88,6 +91,7 @@ class _SourceModel:
         self.tables: dict[str, Table] = {}
         self.actions: dict[str, tuple[tuple[str, int], ...]] = {}
         self.counters: dict[str, tuple[str, str]] = {}
+        self.digests: dict[str, tuple[tuple[str, int], ...]] = {}
         self.problems: list[str] = []
 
     def build(self) -> Pipeline:
@@ -105,7 +109,15 @@ class _SourceModel:
                 headers[ann.string] = tuple(
                     (f.name, self.width(f.type, f.name)) for f in decl.fields
                 )
-        return Pipeline(self.tables, self.actions, self.counters, headers)
+        return Pipeline(self.tables, self.actions, self.counters, headers, self.digests)
+
+    def digest(self, type_name: str, prefix: str) -> None:
+        decl = self.p.types.get(type_name)
+        if decl is None or decl.kind != "struct":
+            raise P4SourceError(f"{prefix}: digest<{type_name}> needs a struct type")
+        self.digests[type_name] = tuple(
+            (f.name, self.width(f.type, f"{type_name}.{f.name}")) for f in decl.fields
+        )
 
     def width(self, t: TypeRef, what: str) -> int:
         width = self.p.width(t)
@@ -130,6 +142,8 @@ class _SourceModel:
             self.control(
                 inst.type_name, _qualify(prefix, name, inst.annotations), stack | {type_name}
             )
+        for type_name in control.digests:
+            self.digest(type_name, prefix)
         used_counters = set()
         for table in control.tables.values():
             if table.name not in control.applied:
@@ -314,7 +328,25 @@ def pipeline_from_p4info(schema: P4Schema) -> Pipeline:
     headers = {
         h.name: tuple((f.name, f.bitwidth) for f in h.fields) for h in schema.headers.values()
     }
-    return Pipeline(tables, actions, direct_counters, headers)
+    return Pipeline(tables, actions, direct_counters, headers, _digests(info))
+
+
+def _member_width(spec: p4i.P4DataTypeSpec) -> int:
+    """A bitstring member's width; -1 for anything a digest struct cannot hold."""
+    if spec.WhichOneof("type_spec") != "bitstring":
+        return -1
+    bits = spec.bitstring
+    kind = bits.WhichOneof("type_spec")
+    return getattr(bits, kind).bitwidth if kind in ("bit", "int") else -1
+
+
+def _digests(info: p4i.P4Info) -> dict[str, tuple[tuple[str, int], ...]]:
+    out = {}
+    for d in info.digests:
+        struct = info.type_info.structs.get(d.type_spec.struct.name)
+        members = struct.members if struct is not None else []
+        out[d.preamble.name] = tuple((m.name, _member_width(m.type_spec)) for m in members)
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -382,6 +414,13 @@ def diff(a: Pipeline, b: Pipeline, a_name: str = "source", b_name: str = "P4Info
                 f"controller header {name}: fields {a.controller_headers[name]} in {a_name}, "
                 f"{b.controller_headers[name]} in {b_name}"
             )
+    out += _diff_names("digest", set(a.digests), set(b.digests), a_name, b_name)
+    for name in sorted(set(a.digests) & set(b.digests)):
+        if a.digests[name] != b.digests[name]:
+            out.append(
+                f"digest {name}: fields {a.digests[name]} in {a_name}, "
+                f"{b.digests[name]} in {b_name}"
+            )
     return out
 
 
@@ -402,6 +441,7 @@ def check_ids(info: p4i.P4Info) -> list[str]:
             Prefix.CONTROLLER_HEADER,
             [h.preamble for h in info.controller_packet_metadata],
         ),
+        ("digest", Prefix.DIGEST, [d.preamble for d in info.digests]),
     ]
     all_ids: Counter[int] = Counter()
     for kind, prefix, preambles in resources:
@@ -464,4 +504,18 @@ def check_ids(info: p4i.P4Info) -> list[str]:
         bits = sum(m.bitwidth for m in h.metadata)
         if bits % 8:
             out.append(f"controller header {h.preamble.name}: {bits} bits is not whole bytes")
+    for d in info.digests:
+        name = d.preamble.name
+        if d.type_spec.WhichOneof("type_spec") != "struct":
+            out.append(f"digest {name}: its type is not a struct")
+            continue
+        struct_name = d.type_spec.struct.name
+        if struct_name not in info.type_info.structs:
+            out.append(f"digest {name}: struct {struct_name!r} is not in type_info")
+        elif struct_name != name:
+            out.append(f"digest {name}: p4c names a digest after its struct {struct_name!r}")
+        else:
+            members = [m.name for m in info.type_info.structs[struct_name].members]
+            if len(set(members)) != len(members) or not members:
+                out.append(f"digest {name}: struct members {members} are empty or repeated")
     return out

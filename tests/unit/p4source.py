@@ -132,6 +132,7 @@ class ActionDecl:
     name: str
     annotations: tuple[Annotation, ...]
     params: list[Member]
+    digests: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -177,6 +178,7 @@ class ControlDecl:
     instances: dict[str, InstanceDecl] = field(default_factory=dict)
     variables: dict[str, TypeRef] = field(default_factory=dict)
     applied: set[str] = field(default_factory=set)
+    digests: list[str] = field(default_factory=list)  # T of each `digest<T>(...)` call
 
 
 @dataclass
@@ -418,6 +420,7 @@ class _Reader:
             if tok == "action":
                 action = self.action(anns)
                 control.actions[action.name] = action
+                control.digests += action.digests
             elif tok == "table":
                 table = self.table(anns)
                 control.tables[table.name] = table
@@ -427,6 +430,7 @@ class _Reader:
                 for j in range(len(body) - 3):
                     if body[j + 1 : j + 4] == [".", "apply", "("]:
                         control.applied.add(body[j])
+                control.digests += _digest_calls(body)
             elif tok == "const":
                 self.until(";")
                 self.expect(";")
@@ -454,8 +458,8 @@ class _Reader:
         name = self.ident()
         self.expect("(")
         params = self.members(with_direction=True, close=")", sep=",")
-        self.balanced("{", "}")
-        return ActionDecl(name, anns, params)
+        body = self.balanced("{", "}")
+        return ActionDecl(name, anns, params, _digest_calls(body))
 
     def table(self, anns: tuple[Annotation, ...]) -> TableDecl:
         self.expect("table")
@@ -496,6 +500,15 @@ class _Reader:
                 table.properties[prop] = " ".join(self.until(";"))
                 self.expect(";")
         return table
+
+
+def _digest_calls(body: list[str]) -> list[str]:
+    """The type argument of every `digest<T>(` call in a statement body."""
+    return [
+        body[j + 2]
+        for j in range(len(body) - 4)
+        if body[j] == "digest" and body[j + 1] == "<" and body[j + 3] == ">" and body[j + 4] == "("
+    ]
 
 
 def _split_commas(tokens: list[str]) -> list[str]:

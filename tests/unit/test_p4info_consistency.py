@@ -89,17 +89,19 @@ def test_model_covers_every_p4info_object(
 ) -> None:
     # Guards against a reader that finds nothing and so "agrees" with an empty P4Info.
     info = schema.p4info
-    assert len(source_pipeline.tables) == len(info.tables) == 8
-    assert len(source_pipeline.actions) == len(info.actions) == 15
+    assert len(source_pipeline.tables) == len(info.tables) == 9
+    assert len(source_pipeline.actions) == len(info.actions) == 16
     assert len(source_pipeline.direct_counters) == len(info.direct_counters) == 3
     assert len(source_pipeline.controller_headers) == len(info.controller_packet_metadata) == 2
+    assert len(source_pipeline.digests) == len(info.digests) == 1
+    assert len(source_pipeline.digests[names.LOG_DIGEST]) == 8
     keys = sum(len(t.keys) for t in source_pipeline.tables.values())
-    assert keys == sum(len(t.match_fields) for t in info.tables) == 25
+    assert keys == sum(len(t.match_fields) for t in info.tables) == 26
 
 
 def test_names_module_matches_p4info(schema: P4Schema) -> None:
     tables = {names.SERVICE_CONFIG, names.L2_FORWARD, names.SRC_CLASS, names.DST_CLASS}
-    tables |= {names.FLOW_CACHE, names.IDENTITY, names.ACL, names.ACL_AUDIT}
+    tables |= {names.FLOW_CACHE, names.IDENTITY, names.ACL, names.ACL_AUDIT, names.LOG_RULES}
     assert tables == {t.preamble.name for t in schema.p4info.tables}
     actions = (
         {v for k, v in vars(names).items() if isinstance(v, str) and k.isupper() and "." in v}
@@ -111,6 +113,7 @@ def test_names_module_matches_p4info(schema: P4Schema) -> None:
         c.preamble.name for c in schema.p4info.direct_counters
     }
     assert {names.PACKET_IN, names.PACKET_OUT} == set(schema.headers)
+    assert [d.preamble.name for d in schema.p4info.digests] == [names.LOG_DIGEST]
 
 
 def test_constants_match_names_module(program: p4source.Program) -> None:
@@ -121,6 +124,8 @@ def test_constants_match_names_module(program: p4source.Program) -> None:
         assert consts[f"REASON_{reason}"] == getattr(names.Reason, reason), reason
     for direction in ("UNKNOWN", "OUTBOUND", "INBOUND"):
         assert consts[f"DIRECTION_{direction}"] == getattr(names.Direction, direction)
+    for verdict in ("ALLOW", "DROP", "REJECT", "SERVICE"):
+        assert consts[f"VERDICT_{verdict}"] == getattr(names.Verdict, verdict), verdict
 
 
 def test_service_header_is_packet_in_layout(program: p4source.Program) -> None:
@@ -170,7 +175,7 @@ def test_every_table_size_comes_from_size_p4(program: p4source.Program) -> None:
         sizes += re.findall(r"\bsize\s*=\s*([^;]+);", text)
         if path.name != "size.p4":
             assert not re.search(r"#\s*define\s+\w*_SIZE\b", text), path
-    assert len(sizes) == 8
+    assert len(sizes) == 9
     for expr in sizes:
         assert re.fullmatch(r"[A-Z0-9_]+_TABLE_SIZE", expr.strip()), expr
         defined_in = program.macro_files.get(expr.strip())
@@ -332,6 +337,34 @@ SOURCE_MUTATIONS = [
         f"{names.IDENTITY} is never applied",
     ),
     (
+        "digest-field-narrowed",
+        "header.p4",
+        "bit<8>     verdict;        // VERDICT_*",
+        "bit<4>     verdict;        // VERDICT_*",
+        f"digest {names.LOG_DIGEST}: fields",
+    ),
+    (
+        "digest-field-dropped",
+        "header.p4",
+        "    bit<16>    l4_dst;\n}",
+        "}",
+        f"digest {names.LOG_DIGEST}: fields",
+    ),
+    (
+        "digest-not-emitted",
+        "control/acl.p4",
+        "digest<log_digest_t>(LOG_DIGEST_RECEIVER, {",
+        "log_tuple(LOG_DIGEST_RECEIVER, {",
+        f"digest {names.LOG_DIGEST} is in P4Info but not in source",
+    ),
+    (
+        "log-table-not-applied",
+        "control/acl.p4",
+        "log_rules.apply();",
+        "",
+        f"{names.LOG_RULES} is never applied",
+    ),
+    (
         "arch-macro",
         "arch.p4",
         "#define ACL_RANGE_MATCH    range",
@@ -428,6 +461,27 @@ def _counter_on_wrong_table(info: p4i.P4Info) -> None:
     counter.direct_table_id = _table(info, names.ACL).preamble.id
 
 
+def _digest_member_width(info: p4i.P4Info) -> None:
+    struct = info.type_info.structs[names.LOG_DIGEST]
+    struct.members[0].type_spec.bitstring.bit.bitwidth = 16
+
+
+def _digest_renamed(info: p4i.P4Info) -> None:
+    info.digests[0].preamble.name = info.digests[0].preamble.alias = "log_t"
+
+
+def _digest_prefix(info: p4i.P4Info) -> None:
+    info.digests[0].preamble.id = 0x02000123
+
+
+def _digest_struct_missing(info: p4i.P4Info) -> None:
+    del info.type_info.structs[names.LOG_DIGEST]
+
+
+def _digest_dropped(info: p4i.P4Info) -> None:
+    del info.digests[:]
+
+
 P4INFO_MUTATIONS: list[tuple[Callable[[p4i.P4Info], None], str]] = [
     (_set_key_width, f"table {names.ACL} key src_class: TERNARY 64 bits in source, TERNARY 32"),
     (_set_key_kind, f"table {names.FLOW_CACHE} key ip_proto: EXACT 8 bits in source, TERNARY"),
@@ -444,6 +498,11 @@ P4INFO_MUTATIONS: list[tuple[Callable[[p4i.P4Info], None], str]] = [
     (_default_argument, f"table {names.ACL}: default_args (('rule_id', 0),) in source"),
     (_param_ids, f"action {names.SET_SRC_CLASS} params: ids [1, 3]"),
     (_counter_on_wrong_table, f"table {names.FLOW_CACHE}: its direct counter points at another"),
+    (_digest_member_width, f"digest {names.LOG_DIGEST}: fields (('rule_id', 32)"),
+    (_digest_renamed, "digest log_t is in P4Info but not in source"),
+    (_digest_prefix, "digest log_digest_t: id 0x02000123 lacks the 0x05 prefix of DIGEST"),
+    (_digest_struct_missing, "struct 'log_digest_t' is not in type_info"),
+    (_digest_dropped, f"digest {names.LOG_DIGEST} is in source but not in P4Info"),
 ]
 
 

@@ -149,6 +149,9 @@ class MemoryDevice:
     def new_write_request(self, atomicity: int = 0) -> p4r.WriteRequest:
         return p4r.WriteRequest(device_id=1)
 
+    def write_serialized(self, data: bytes, offset: int = 0) -> list[UpdateError]:
+        return self.write_request(p4r.WriteRequest.FromString(data), offset)
+
     def write_request(self, request: p4r.WriteRequest, offset: int = 0) -> list[UpdateError]:
         if self.refuse_from_batch is not None and len(self.requests) >= self.refuse_from_batch:
             raise NotPrimary("Write", "not primary")

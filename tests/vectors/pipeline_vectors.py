@@ -189,6 +189,11 @@ def acl_audit(
     return acl(priority, n.AUDIT_HIT, rule, proto=proto, dport=dport, table=n.ACL_AUDIT)
 
 
+def log_rule(rule: int) -> Entry:
+    """acl.log_rules: the rule is logged (a digest to the controller; never the verdict)."""
+    return Entry.make(n.LOG_RULES, {"rule_id": Exact(rule)}, n.LOG_HIT)
+
+
 def acl_default(action: str, rule: int) -> Entry:
     """acl.acl's default action."""
     return Entry.make(n.ACL, None, action, {"rule_id": rule}, is_default=True)
@@ -448,6 +453,20 @@ VECTORS: tuple[Vector, ...] = (
         entries=(l2(H2, 2), acl_audit(50, 31), acl(10, n.ACL_SERVICE, 11, proto=6)),
         packet_in=PacketIn(TCP80, 1, 2, Reason.PUNT, Direction.UNKNOWN, 0, 11),
         counters=((1, 1, len(TCP80)),),
+    ),
+    # ---- acl.log_rules: a logged rule keeps its verdict (the digest is tested on its own)
+    Vector(
+        "log_rules hit on an allow: still forwarded",
+        TCP80,
+        entries=(l2(H2, 2), acl(10, n.ACL_ALLOW, 12, proto=6), log_rule(12)),
+        out={2: (TCP80,)},
+        counters=((1, 1, len(TCP80)),),
+    ),
+    Vector(
+        "log_rules hit on a drop, with an audit hit: still dropped",
+        TCP80,
+        entries=(l2(H2, 2), acl_audit(50, 31), acl(10, n.ACL_DROP, 13), log_rule(13)),
+        counters=((1, 1, len(TCP80)), (2, 1, len(TCP80))),
     ),
     Vector(
         "acl_service: packet_in PUNT, inbound to a local workload, egress unknown (511)",

@@ -7,6 +7,9 @@
 //
 // `acl_audit` runs first, with the same keys: rules in audit mode live there, where a hit only
 // records the rule and moves its counter, so a new policy is watched before it is enforced.
+//
+// `log_rules` runs last, on the rule that decided: a hit (a rule with `log: true`), or any
+// audit hit, sends a `log_digest_t` digest to the controller. Logging never changes the verdict.
 
 #ifndef __NICFW_CONTROL_ACL_P4__
 #define __NICFW_CONTROL_ACL_P4__
@@ -35,11 +38,13 @@ control Acl(inout fw_metadata_t meta,
     @name("acl_allow")
     action acl_allow(rule_id_t rule_id) {
         meta.rule_id = rule_id;
+        meta.verdict = VERDICT_ALLOW;
     }
 
     @name("acl_drop")
     action acl_drop(rule_id_t rule_id) {
         meta.rule_id = rule_id;
+        meta.verdict = VERDICT_DROP;
         mark_to_drop(standard_metadata);
     }
 
@@ -47,6 +52,7 @@ control Acl(inout fw_metadata_t meta,
     @name("acl_reject")
     action acl_reject(rule_id_t rule_id) {
         meta.rule_id = rule_id;
+        meta.verdict = VERDICT_REJECT;
         meta.to_service = 1;
         meta.reason = REASON_REJECT;
     }
@@ -55,8 +61,15 @@ control Acl(inout fw_metadata_t meta,
     @name("acl_service")
     action acl_service(rule_id_t rule_id) {
         meta.rule_id = rule_id;
+        meta.verdict = VERDICT_SERVICE;
         meta.to_service = 1;
         meta.reason = REASON_PUNT;
+    }
+
+    // The deciding rule is logged.
+    @name("log_hit")
+    action log_hit() {
+        meta.log = 1;
     }
 
     table acl_audit {
@@ -97,11 +110,37 @@ control Acl(inout fw_metadata_t meta,
         counters = acl_counter;
     }
 
+    table log_rules {
+        key = {
+            meta.rule_id : exact @name("rule_id");  // 32
+        }
+        actions = {
+            @tableonly log_hit;
+            @defaultonly NoAction;
+        }
+        default_action = NoAction();
+        size = LOG_RULES_TABLE_SIZE;
+    }
+
     apply {
         meta.to_service = 0;
         meta.audit_rule_id = 0;
+        meta.log = 0;
         acl_audit.apply();
         acl.apply();
+        log_rules.apply();
+        if (meta.log == 1 || meta.audit_rule_id != 0) {
+            digest<log_digest_t>(LOG_DIGEST_RECEIVER, {
+                meta.rule_id,
+                meta.audit_rule_id,
+                meta.verdict,
+                meta.lookup.ip_src,
+                meta.lookup.ip_dst,
+                meta.lookup.ip_proto,
+                meta.lookup.l4_src,
+                meta.lookup.l4_dst
+            });
+        }
     }
 }
 
