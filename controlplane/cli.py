@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 from rich.console import Console
@@ -27,6 +27,9 @@ from offload.p4client import P4Client
 from offload.p4errors import P4ClientError
 from offload.p4schema import P4Schema, SchemaError
 from offload.sync import Diff, SyncError
+
+if TYPE_CHECKING:
+    from controlplane.dryrun import PolicyDryRun
 
 DEFAULT_TARGET = "127.0.0.1:9559"
 # Tables are wide: when output is not a terminal (make run, CI logs), do not wrap at 80.
@@ -85,6 +88,104 @@ def print_diff(changes: Diff, labels: Labels, as_json: bool) -> None:
     console.print(
         f"{len(changes.inserts)} to insert, {len(changes.modifies)} to modify, "
         f"{len(changes.deletes)} to delete, {changes.unchanged} unchanged"
+    )
+
+
+def limit_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--limit N: rows shown per list (counts always cover everything)."""
+    return click.option(
+        "--limit",
+        default=20,
+        show_default=True,
+        type=click.IntRange(min=1),
+        help="Rows shown per list (entries, flips); counts always cover everything.",
+    )(f)
+
+
+def print_dry_run(run: PolicyDryRun, as_json: bool, limit: int) -> None:
+    """A policy dry run: writes per host (hosts alike on one row), the single-view writes (the
+    first `limit` per kind), and the reachability flips (the first `limit`), with totals."""
+    from controlplane.render import flip_row, host_rows
+
+    reach = run.reachability
+    overall = run.overall
+    labels = Labels(rule_names=dict(run.rule_names))
+    entries = {
+        kind: entry_rows(items[:limit], labels)
+        for kind, items in (
+            ("insert", overall.inserts),
+            ("modify", overall.modifies),
+            ("delete", overall.deletes),
+        )
+    }
+    to_allow = sum(1 for f in reach.flips if f.after == "allow")
+    if as_json:
+        emit_json(
+            {
+                "rules_changed": run.rules_changed,
+                "hosts": [
+                    {"host": h.host, "tables": h.counts(), "writes": len(h.diff), "exact": h.exact}
+                    for h in run.hosts
+                ],
+                # The single-view writes as `print_diff` gives them (first `limit` of each kind).
+                **entries,
+                "unchanged": overall.unchanged,
+                "writes": {
+                    "insert": len(overall.inserts),
+                    "modify": len(overall.modifies),
+                    "delete": len(overall.deletes),
+                },
+                "reachability": {
+                    "total": reach.total,
+                    "by_host": {str(h): n for h, n in sorted(reach.by_host.items(), key=str)},
+                    "complete": reach.complete,
+                    "shown": len(reach.flips),
+                    "flips": [flip_row(f) for f in reach.flips],
+                },
+            }
+        )
+        return
+    changed = ", ".join(run.rules_changed[:limit]) or "none"
+    more = len(run.rules_changed) - limit
+    console.print(
+        f"rules changed ({len(run.rules_changed)}): {changed}"
+        + (f" (+{more})" if more > 0 else ""),
+        highlight=False,
+    )
+    host_table = host_rows(run.hosts)
+    shown_hosts = host_table[:limit]
+    print_rows(f"writes per host ({len(run.hosts)} hosts)", shown_hosts)
+    if len(host_table) > limit:
+        console.print(f"... {len(host_table) - limit} more rows (--limit)")
+    derived = sum(1 for h in run.hosts if not h.exact)
+    if derived:
+        console.print(
+            f"{derived} hosts derived from the single view (more distinct applied-to rule sets "
+            "than compiles allowed): their ACL rows are their rules', class codes may differ"
+        )
+    totals = {
+        "insert": len(overall.inserts),
+        "modify": len(overall.modifies),
+        "delete": len(overall.deletes),
+    }
+    for kind, kind_rows in entries.items():
+        total = totals[kind]
+        if kind_rows:
+            print_rows(f"{kind} ({len(kind_rows)} of {total}, single view)", kind_rows)
+    if reach.flips:
+        print_rows(
+            f"reachability flips ({len(reach.flips)} of {reach.total})",
+            [flip_row(f) for f in reach.flips],
+            ["src", "dst", "service", "host", "before", "before_rule", "after", "after_rule"],
+        )
+    hosts_hit = len(reach.by_host)
+    note = "" if reach.complete else " (evaluation budget ran out: a lower bound)"
+    console.print(
+        f"{len(overall.inserts)} to insert, {len(overall.modifies)} to modify, "
+        f"{len(overall.deletes)} to delete (single view); {reach.total} workload pair/service/host "
+        f"verdicts flip on {hosts_hit} hosts{note}"
+        + (f"; of those shown, {to_allow} become allowed" if reach.flips else ""),
+        highlight=False,
     )
 
 
@@ -344,12 +445,36 @@ def _connect(target: str, device_id: int, write: bool, election_id: int = 1) -> 
 @policy.command("diff")
 @click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @target_option
+@click.option(
+    "--enforced",
+    "enforced",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Dry run against this enforced policy file instead of the target: writes per host "
+    "and the workload pairs whose reachability flips.",
+)
+@limit_option
 @json_option
-def policy_diff(path: Path, target: str, device_id: int, as_json: bool) -> None:
-    """What applying PATH would write to the target (read from the target, nothing written)."""
+def policy_diff(
+    path: Path, target: str, device_id: int, enforced: Path | None, limit: int, as_json: bool
+) -> None:
+    """What applying PATH would write to the target (read from the target, nothing written);
+    with --enforced, what it would change on every host, reachability included."""
     from controlplane.agent import POLICY_TABLES
     from offload.sync import diff, managed_tables, read_state
 
+    if enforced is not None:
+        from controlplane.revisions import dry_run_texts
+
+        with failures():
+            run = dry_run_texts(
+                enforced.read_text(encoding="utf-8"),
+                str(enforced),
+                path.read_text(encoding="utf-8"),
+                str(path),
+                limit,
+            )
+        print_dry_run(run, as_json, limit)
+        return
     with failures():
         compiled = compile_file(path)
         client = _connect(target, device_id, write=False)
@@ -459,17 +584,21 @@ def draft_ls(state_dir: Path | None, as_json: bool) -> None:
 @click.argument("name")
 @enforced_option
 @state_dir_option
+@limit_option
 @json_option
-def draft_diff(name: str, enforced: Path, state_dir: Path | None, as_json: bool) -> None:
-    """The table writes publishing draft NAME over the enforced policy would cause."""
+def draft_diff(
+    name: str, enforced: Path, state_dir: Path | None, limit: int, as_json: bool
+) -> None:
+    """What publishing draft NAME over the enforced policy would change: writes per host, and
+    the workload pairs whose reachability flips (service, rule before and after)."""
     from controlplane.revisions import RevisionError
 
     with failures():
         try:
-            changes = _store(state_dir).diff(name, enforced)
+            run = _store(state_dir).dry_run(name, enforced, limit)
         except RevisionError as exc:
             raise Failure(str(exc)) from None
-    print_diff(changes, Labels(), as_json)
+    print_dry_run(run, as_json, limit)
 
 
 @policy.command("publish")
@@ -579,9 +708,20 @@ def tables(
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Name rules from this policy.",
 )
+@click.option(
+    "--by",
+    type=click.Choice(["rule", "instance"]),
+    default=None,
+    help="Totals per rule (across its template instances) or per template instance "
+    "(across its rules); default: one row per rule id.",
+)
 @json_option
-def counters(target: str, device_id: int, policy_path: Path | None, as_json: bool) -> None:
-    """Hits per rule, summed over each rule's ACL entries; audit rules count in acl_audit."""
+def counters(
+    target: str, device_id: int, policy_path: Path | None, by: str | None, as_json: bool
+) -> None:
+    """Hits per rule and template instance, summed over each rule's ACL entries; audit rules
+    count in acl_audit (mode audit)."""
+    from controlplane.render import counter_rows
     from offload.names import ACL_AUDIT
 
     with failures():
@@ -595,22 +735,20 @@ def counters(target: str, device_id: int, policy_path: Path | None, as_json: boo
         finally:
             client.close()
         names = labels_for(policy_path).rule_names
-    hits = [(rid, "enforced", c) for rid, c in hits_by_param(counts).items()]
-    hits += [(rid, "audit", c) for rid, c in hits_by_param(audit).items()]
-    rows = [
-        {
-            "rule_id": rid,
-            "rule": names.get(rid, "(default)" if rid == 0 else ""),
-            "mode": mode,
-            "packets": c.packets,
-            "bytes": c.bytes,
-        }
-        for rid, mode, c in sorted(hits, key=lambda h: (h[0], h[1]))
-    ]
+    hits = [(rid, "enforced", c.packets, c.bytes) for rid, c in hits_by_param(counts).items()]
+    hits += [(rid, "audit", c.packets, c.bytes) for rid, c in hits_by_param(audit).items()]
+    rows = counter_rows(hits, names, by)
     if as_json:
         emit_json(rows)
-    else:
-        print_rows("hits per rule", rows)
+        return
+    for row in rows:
+        for key in ("rule_ids", "rules", "instances"):
+            if key in row:
+                row[key] = ", ".join(map(str, row[key]))
+    title = {None: "hits per rule", "rule": "hits per rule (instances summed)"}.get(
+        by, "hits per template instance (rules summed)"
+    )
+    print_rows(title, rows)
 
 
 @cli.command()
@@ -651,6 +789,7 @@ def _mount_target() -> None:
 
     cli.add_command(target_command, "target")
     cli.add_command(tag, "tag")
+    import controlplane.cli_log  # noqa: F401  (importing it adds `nicfw log`)
 
 
 _mount_target()

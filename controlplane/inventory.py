@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from controlplane.dryrun import inventory_flips
 from controlplane.policy import PolicyError, Resolver, validate
-from controlplane.policy.analysis import Flip, reachability
+from controlplane.policy.analysis import Flip
 from controlplane.policy.model import Instance, Policy, Workload
 from controlplane.tags import TagError, TagGrant, TagStore, check_tag
 from offload.compiler import (
@@ -144,6 +145,9 @@ class Inventory:
         self._instances: dict[str, Instance] = {i.id: i for i in policy.instances}
         self._static = {m: f"group {g.name}" for g in policy.groups for m in g.members}
         self._static.update((m, f"instance {i.id}") for i in policy.instances for m in i.members)
+        # address/MAC/id -> the workload that holds it, in the enforced state (built on first
+        # use, then kept up to date per commit so a check costs the changed workloads only).
+        self._owners: dict[tuple[str, object], str] | None = None
         self.resolver = Resolver()
         self.compiler = Compiler(options)
         self.current: Policy = self._policy() if len(self.tags) else policy
@@ -203,7 +207,7 @@ class Inventory:
                 else:
                     self._workloads[name] = self._effective(reported)
             if any(not isinstance(e, TagAttached | TagDetached) for e in events):
-                self._check(changed)
+                self._check(changed, saved[0])
             policy = self._policy()
             resolved = self.resolver.resolve(policy, changed)
             after = self._finish(self.compiler.compile(resolved))
@@ -214,18 +218,22 @@ class Inventory:
             raise InventoryError(str(exc)) from exc
         writes = diff(before, after)
         rules: frozenset[int] = frozenset()
-        if after.acl is not before.acl:
+        delta = after.acl_delta
+        if delta is not None and delta[0] is before.acl and delta[1] is after.acl:
+            rules = frozenset(r for r in delta[2] if before.acl.get(r) is not after.acl.get(r))
+        elif after.acl is not before.acl:
             rules = frozenset(
                 rid for rid, e in after.acl.items() if before.acl.get(rid) is not e
             ) | frozenset(rid for rid in before.acl if rid not in after.acl)
         result = DryRun(writes, frozenset(changed), frozenset(self.resolver.touched), rules)
         if not keep:
-            flips, complete = reachability(self.resolved, resolved, changed)
+            flips, complete = inventory_flips(self.resolved, resolved, changed)
             result = dataclasses.replace(
                 result, reachability=tuple(flips), reachability_complete=complete
             )
         if keep:
             self.compiled, self.current, self.resolved = after, policy, resolved
+            self._reindex(changed, saved[0])
         else:
             self._restore(saved, saved_tags)
             # Bring resolver and compiler back to the enforced state (incremental again).
@@ -293,23 +301,48 @@ class Inventory:
                 return gone
         raise InventoryError(f"unknown event {event!r}")
 
-    def _check(self, changed: set[str]) -> None:
+    def _owner_index(self, enforced: dict[str, Workload]) -> dict[tuple[str, object], str]:
+        if self._owners is None:
+            owners: dict[tuple[str, object], str] = {}
+            for each in enforced.values():
+                for key in _keys(each):
+                    owners.setdefault(key, each.name)
+            self._owners = owners
+        return self._owners
+
+    def _reindex(self, changed: set[str], before: dict[str, Workload]) -> None:
+        """Bring the owner index to the committed state: the changed workloads' keys only."""
+        owners = self._owners
+        if owners is None:
+            return
+        for name in changed:
+            old = before.get(name)
+            for key in _keys(old) if old is not None else ():
+                if owners.get(key) == name:
+                    del owners[key]
+        for name in changed:
+            new = self._reported.get(name)
+            for key in _keys(new) if new is not None else ():
+                owners.setdefault(key, name)
+
+    def _check(self, changed: set[str], before: dict[str, Workload]) -> None:
         """What `validate` would find wrong with the changed workloads, without checking the
         whole policy again: unique addresses, MACs and ids; known templates; no workload that
         a group or instance lists by name may go."""
-        owners: dict[object, str] = {}
-        for each in self._reported.values():
-            for key in _keys(each):
-                owners.setdefault(key, each.name)
+        owners = self._owner_index(before)
+        claimed: dict[tuple[str, object], str] = {}
         templates = {t.id for t in self.policy.templates}
-        for name in changed:
+        for name in sorted(changed):
             w = self._reported.get(name)
             if w is None:
                 if name in self._static:
                     raise InventoryError(f"workload {name!r} is named by {self._static[name]}")
                 continue
             for key in _keys(w):
-                other = owners[key]
+                other = owners.get(key)
+                if other is None or other == name or other in changed:
+                    # A changed workload's new keys are checked against each other below.
+                    other = claimed.setdefault(key, name)
                 if other != name:
                     what = f"{key[0]} {key[1]}" if key[0] != "address" else f"address {key[1]}"
                     raise InventoryError(f"{name}: {what} also belongs to {other}")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from offload.entries import Entry, Exact, FieldMatch, Lpm, Optional, Range, Ternary
 from offload.p4values import int128_to_ip, lpm128_to_network
+
+if TYPE_CHECKING:
+    from controlplane.dryrun import ReachFlip
+    from controlplane.hostdiff import HostChanges
 
 _ADDRESS_FIELDS = {"ip_src", "ip_dst"}
 _PORT_FIELDS = {"l4_src", "l4_dst", "port"}
@@ -105,3 +109,111 @@ def entry_rows(
             row["packets"], row["bytes"] = counters[e]
         rows.append(row)
     return rows
+
+
+def rule_instance(name: str) -> tuple[str, str]:
+    """(rule, template instance) of a compiled rule name: `web-to-app@shop-a` is one rule's
+    instance; a plain rule has instance "" (rule names cannot contain "@")."""
+    rule, _, instance = name.partition("@")
+    return rule, instance
+
+
+def service_text(proto: int, port: int) -> str:
+    """`tcp/8080`, `icmp/type 8 code 0`, or the protocol alone when it has no ports."""
+    if proto in (1, 58):
+        return f"{proto_name(proto)}/type {port >> 8} code {port & 0xFF}"
+    if proto in (6, 17, 132):
+        return f"{proto_name(proto)}/{port}"
+    return proto_name(proto)
+
+
+def flip_row(flip: ReachFlip) -> dict[str, Any]:
+    """A reachability flip as a row (also the `--json` form)."""
+    return {
+        "src": flip.src,
+        "dst": flip.dst,
+        "service": service_text(flip.proto, flip.port),
+        "proto": flip.proto,
+        "port": flip.port,
+        "host": flip.host,
+        "before": flip.before,
+        "before_rule": flip.before_rule,
+        "after": flip.after,
+        "after_rule": flip.after_rule,
+    }
+
+
+def host_rows(hosts: Iterable[HostChanges], shown: int = 3) -> list[dict[str, Any]]:
+    """Per-host write counts per table, hosts with identical counts on one row."""
+    same: dict[tuple[tuple[str, int, int, int], ...], list[str]] = {}
+    for h in hosts:
+        counts = h.counts()
+        key = tuple((t, c["insert"], c["modify"], c["delete"]) for t, c in sorted(counts.items()))
+        same.setdefault(key, []).append(h.host or "(single view)")
+    rows = []
+    for key, names in sorted(same.items(), key=lambda kv: (-len(kv[1]), kv[1][0])):
+        listed = ", ".join(names[:shown]) + (
+            f" (+{len(names) - shown})" if len(names) > shown else ""
+        )
+        for table, ins, mod, dele in key or (("-", 0, 0, 0),):
+            rows.append(
+                {
+                    "hosts": listed,
+                    "n_hosts": len(names),
+                    "table": table,
+                    "insert": ins,
+                    "modify": mod,
+                    "delete": dele,
+                }
+            )
+    return rows
+
+
+def counter_rows(
+    hits: Iterable[tuple[int, str, int, int]],
+    rule_names: Mapping[int, str],
+    by: str | None = None,
+) -> list[dict[str, Any]]:
+    """Rows for (rule id, mode, packets, bytes) hits: one per rule id, with the rule and its
+    template instance apart (`instance` "" for a plain rule); `by` "rule" sums a template
+    rule's instances, "instance" sums each instance's rules (per mode, enforced or audit)."""
+    rows: list[dict[str, Any]] = []
+    for rid, mode, packets, nbytes in sorted(hits, key=lambda h: (h[0], h[1])):
+        name = rule_names.get(rid)
+        rule, instance = rule_instance(name) if name else ("(default)" if rid == 0 else "", "")
+        rows.append(
+            {
+                "rule_id": rid,
+                "rule": rule,
+                "instance": instance,
+                "mode": mode,
+                "packets": packets,
+                "bytes": nbytes,
+            }
+        )
+    if by is None:
+        return rows
+    if by not in ("rule", "instance"):
+        raise ValueError(f"cannot group counters by {by!r} (rule or instance)")
+    grouped: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        # A rule not named by the policy given keeps its id, so unnamed rules stay apart.
+        key = row[by] if row["rule"] else f"#{row['rule_id']}"
+        out = grouped.get((key, row["mode"]))
+        if out is None:
+            out = grouped[(key, row["mode"])] = {
+                by: key,
+                "mode": row["mode"],
+                "rule_ids": [],
+                "rules" if by == "instance" else "instances": [],
+                "packets": 0,
+                "bytes": 0,
+            }
+        out["rule_ids"].append(row["rule_id"])
+        other = row["rule"] if by == "instance" else row["instance"]
+        members = out["rules" if by == "instance" else "instances"]
+        if other and other not in members:
+            members.append(other)
+        out["packets"] += row["packets"]
+        out["bytes"] += row["bytes"]
+    return sorted(grouped.values(), key=lambda r: (r[by], r["mode"]))

@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from controlplane.policy import load_policy, resolve
+from controlplane.dryrun import PolicyDryRun, policy_dry_run
+from controlplane.policy import Resolver, load_policy, resolve
 from offload.compiler import CompiledPolicy, CompileOptions, Compiler
 from offload.compiler.delta import diff as compiled_diff
 from offload.sync import Diff
@@ -58,6 +59,17 @@ def _atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def dry_run_texts(
+    enforced: str, enforced_where: str, candidate: str, candidate_where: str, limit: int = 100
+) -> PolicyDryRun:
+    """The dry run of replacing one policy text by another (`controlplane.dryrun`)."""
+    old = load_policy(enforced, enforced_where)
+    new = load_policy(candidate, candidate_where)
+    resolver = Resolver()  # one resolver: the candidate reuses what did not change
+    before = resolver.resolve(old)
+    return policy_dry_run(before, resolver.resolve(new), limit=limit)
 
 
 def _compile(text: str, where: str) -> CompiledPolicy:
@@ -104,6 +116,17 @@ class RevisionStore:
         enforced_path = Path(enforced)
         old = _compile(enforced_path.read_text(encoding="utf-8"), str(enforced_path))
         return compiled_diff(old, _compile(self.draft(name), f"draft {name}"))
+
+    def dry_run(self, name: str, enforced: str | Path, limit: int = 100) -> PolicyDryRun:
+        """Per-host writes and reachability flips of publishing draft `name` (nothing changes)."""
+        enforced_path = Path(enforced)
+        return dry_run_texts(
+            enforced_path.read_text(encoding="utf-8"),
+            str(enforced_path),
+            self.draft(name),
+            f"draft {name}",
+            limit,
+        )
 
     # -- revisions ------------------------------------------------------------------------
 
