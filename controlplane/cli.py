@@ -784,12 +784,13 @@ def flows(
 
 
 def _mount_target() -> None:
+    from controlplane.cli_log import log
     from controlplane.cli_tags import tag
     from offload.target.cli import target_command
 
     cli.add_command(target_command, "target")
     cli.add_command(tag, "tag")
-    import controlplane.cli_log  # noqa: F401  (importing it adds `nicfw log`)
+    cli.add_command(log, "log")
 
 
 _mount_target()
@@ -839,6 +840,11 @@ _bench_command(
     "tags",
     "bench.bench_tags",
     "Tag change -> diff time and writes at 10K workloads / 1K groups / 10K rules; 50-VM instance.",
+)
+_bench_command(
+    "dryrun",
+    "bench.bench_dryrun",
+    "Policy dry run (per-host writes, reachability flips): one-rule edits at 10K workloads.",
 )
 _bench_command(
     "fastpath",

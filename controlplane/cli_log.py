@@ -5,7 +5,7 @@ nicfw log --audit          audit hits only
 nicfw log --json           one JSON object per line
 nicfw log --follow         keep printing new records until interrupted
 
-Importing this module adds the command to `controlplane.cli.cli`.
+`controlplane.cli` mounts the command.
 """
 
 from __future__ import annotations
@@ -72,12 +72,3 @@ def log(
             time.sleep(POLL_S)
         except KeyboardInterrupt:
             return
-
-
-def _mount() -> None:
-    from controlplane.cli import cli
-
-    cli.add_command(log, "log")
-
-
-_mount()
