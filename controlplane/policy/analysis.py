@@ -7,26 +7,23 @@ subtracted from the rule's until nothing is left (shadowed) or a size limit is h
 
 A rule is redundant when removing it changes no verdict: every packet it matches is next
 matched by later rules of the same action (or falls to a default of that action) with no rule
-of another action matching it in between. `reachability` compares two resolved policies by
-verdicts between workloads, for dry runs.
+of another action matching it in between. `Flip` is a dry run's reachability change
+(computed in `controlplane.dryrun`).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from controlplane.policy.errors import Problem
 from controlplane.policy.model import Network, Policy
-from offload.compiler.reference import Packet, evaluate
 from offload.compiler.rules import (
     AddressGroup,
     ResolvedPolicy,
     ResolvedRule,
-    ResolvedWorkload,
     Term,
-    is_v4_key,
     is_v4_prefix,
 )
 from offload.p4values import V4_MAPPED
@@ -323,64 +320,3 @@ class Flip:
     before: str
     after: str
     host: str | None
-
-
-def probes(rules: Iterable[ResolvedRule]) -> list[tuple[int, int, int]]:
-    """Representative (protocol, L4 source, L4 destination key) samples of the rules' terms."""
-    out: set[tuple[int, int, int]] = set()
-    for rule in rules:
-        for t in rule.terms:
-            proto = 6 if t.protocol is None else t.protocol
-            sport = t.src_ports[0][0] if t.src_ports else 40000
-            for lo, _ in t.dst_ports or ((0, 0),):
-                out.add((proto, sport, lo))
-    return sorted(out)
-
-
-def _pair(a: ResolvedWorkload, b: ResolvedWorkload) -> tuple[int, int] | None:
-    """One address of each in a common family (IPv4 first), or None."""
-    for v4 in (True, False):
-        x = next((k for k in a.addresses if is_v4_key(k) == v4), None)
-        y = next((k for k in b.addresses if is_v4_key(k) == v4), None)
-        if x is not None and y is not None:
-            return x, y
-    return None
-
-
-def reachability(
-    before: ResolvedPolicy, after: ResolvedPolicy, touched: Iterable[str]
-) -> tuple[list[Flip], bool]:
-    """Flips between allowed and not, for pairs involving a touched workload; (flips, complete).
-
-    Only workloads present before and after count (a new one had no reachability, a gone one
-    has none). Each pair is evaluated on the hosts of both ends (before and after a move), as
-    each end's NIC filters; host None when neither end has one. Services are sampled from
-    both policies' rule terms, so a flip inside a range is reported at the range's start.
-    """
-    old = {w.name: w for w in before.workloads}
-    new = {w.name: w for w in after.workloads}
-    common = sorted(old.keys() & new.keys())
-    hot = sorted(set(touched) & old.keys() & new.keys())
-    samples = probes((*before.rules, *after.rules))
-    pairs = [(s, d) for s in hot for d in common] + [
-        (s, d) for d in hot for s in common if s not in hot
-    ]
-    flips: list[Flip] = []
-    budget = MAX_PROBES
-    for s, d in pairs:
-        addrs = _pair(old[s], old[d])
-        if addrs is None or _pair(new[s], new[d]) != addrs:
-            continue  # addresses changed: the verdicts would compare different packets
-        known = {w.host for w in (old[s], old[d], new[s], new[d]) if w.host is not None}
-        hosts: list[str | None] = [*sorted(known)] or [None]
-        for host in hosts:
-            for proto, sport, dport in samples:
-                budget -= 1
-                if budget < 0:
-                    return flips, False
-                packet = Packet(addrs[0], addrs[1], proto, sport, dport)
-                was = evaluate(before, packet, host).action
-                now = evaluate(after, packet, host).action
-                if (was == "allow") != (now == "allow"):
-                    flips.append(Flip(s, d, proto, dport, was, now, host))
-    return flips, True
