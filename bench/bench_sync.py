@@ -1,13 +1,15 @@
 """Benchmark: desired-state sync of 50,000 entries to the nicfw software target.
 
 Figures: the client-side encode rate (entries -> serialized WriteRequests, no target); a full
-sync to an empty target (read, diff, encode, write) in entries/s; a re-sync with nothing to
-change; a one-entry change both through a full sync (reads everything back) and through
-`apply_diff` (the incremental path, no read-back). The target runs in this process, so the full
-sync rate is bounded by the target's own Python write path, not by the client. The target decodes
-bulk writes with a numba kernel (offload/target/wire.py), loaded before the figures are taken;
-its load time is reported (a first run compiles it: several seconds; later runs load numba's
-cache).
+sync to an empty target (read, diff, encode, write) in entries/s, with the target in its own
+process (`nicfw target`, as a daemon meets BMv2 or a SmartNIC's P4Runtime server) and in this
+process (the embedded target of `nicfw run`), each with one Write request in flight at a time
+and with `apply_diff`'s window of requests in flight while the next batch is encoded; a re-sync
+with nothing to change; a one-entry change both through a full sync (reads everything back) and
+through `apply_diff` (the incremental path, no read-back). Full syncs run three times onto
+emptied tables; the median is shown. The target decodes bulk writes with a numba kernel
+(offload/target/wire.py), loaded before the figures are taken; its load time is reported (a
+first run compiles it: several seconds; later runs load numba's cache).
 
     .venv/bin/python bench/bench_sync.py [--entries 50000] [--batch-size 1000] [--json]
 """
@@ -17,23 +19,39 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import queue
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from offload import names
 from offload.entries import Entry, Exact, Optional, Range, Ternary
 from offload.p4client import INSERT, P4Client
-from offload.p4entity import TableEntryEncoder
+from offload.p4entity import TableEntryEncoder, gc_paused
 from offload.p4schema import P4Schema
 from offload.proto import p4r
-from offload.sync import Diff, apply_diff, sync
+from offload.sync import (
+    DEFAULT_WINDOW,
+    Diff,
+    SyncReport,
+    apply_diff,
+    diff,
+    managed_tables,
+    read_state,
+    sync,
+)
 
 try:
     from bench import common
 except ImportError:  # run as a script: bench/ itself is on sys.path
     import common  # type: ignore[no-redef]
 
+ROOT = Path(__file__).resolve().parent.parent
 V4 = 0xFFFF << 32  # IPv4-mapped prefix of the pipeline's 128-bit addresses
 
 
@@ -104,6 +122,106 @@ def wire_kernel_load() -> float:
     return time.perf_counter() - started
 
 
+RUNS = 3  # full syncs per placement and window; the median is reported
+
+
+def serial_sync(client: P4Client, schema: P4Schema, entries: Sequence[Entry]) -> SyncReport:
+    """A full sync without overlap, for comparison: read, diff, encode every batch, then send
+    them one at a time."""
+    started = time.perf_counter()
+    changes = diff(entries, read_state(client, schema, managed_tables(schema, None)))
+    encoded = time.perf_counter()
+    enc = client.encoder(schema)
+    header = client.new_write_request().SerializeToString()
+    size = client.batch_size
+    with gc_paused():
+        requests = [
+            header + enc.updates_bytes(INSERT, changes.inserts[i : i + size])
+            for i in range(0, len(changes.inserts), size)
+        ]
+        report = SyncReport(encode_s=time.perf_counter() - encoded)
+        for i, data in enumerate(requests):
+            if client.write_serialized(data, i * size):
+                raise RuntimeError("the target refused entries of the benchmark")
+    report.inserted = len(changes.inserts)
+    report.total_s = time.perf_counter() - started
+    report.diff_s = encoded - started  # with the read-back
+    report.write_s = report.total_s - report.diff_s - report.encode_s
+    return report
+
+
+def full_syncs(
+    client: P4Client, schema: P4Schema, entries: Sequence[Entry], window: int
+) -> SyncReport:
+    """The median (by time) of RUNS full syncs of `entries` onto emptied tables (window 0:
+    `serial_sync`)."""
+    reports = []
+    for _ in range(RUNS):
+        sync(client, schema, [])  # empty every table
+        gc.collect()
+        if window:
+            reports.append(sync(client, schema, entries, window=window))
+        else:
+            reports.append(serial_sync(client, schema, entries))
+    return sorted(reports, key=lambda r: r.total_s)[len(reports) // 2]
+
+
+MODES = ((0, "serial"), (1, "w1"), (DEFAULT_WINDOW, "window"))
+
+
+def sync_figures(
+    prefix: str, client: P4Client, schema: P4Schema, entries: Sequence[Entry]
+) -> dict[str, float]:
+    """Full-sync figures without overlap, with one request in flight and with the window."""
+    out: dict[str, float] = {}
+    for window, name in MODES:
+        report = full_syncs(client, schema, entries, window)
+        out[f"{prefix}_{name}_entries_per_s"] = len(entries) / report.total_s
+        out[f"{prefix}_{name}_s"] = report.total_s
+        out[f"{prefix}_{name}_encode_s"] = report.encode_s
+        out[f"{prefix}_{name}_diff_s"] = report.read_s + report.diff_s
+        out[f"{prefix}_{name}_write_s"] = report.write_s
+    return out
+
+
+@contextmanager
+def target_process() -> Iterator[str]:
+    """`nicfw target` in a process of its own, its wire decoder loaded; yields its address."""
+    command = [sys.executable, "-m", "offload.target", "--grpc-server-addr", "127.0.0.1:0"]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stderr is not None
+    stream = proc.stderr
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        address = ""
+        deadline = time.monotonic() + 180
+        while True:  # the address, then the decoder (compiled or loaded from numba's cache)
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError("nicfw target did not start within 180 s") from None
+            if "listening on " in line:
+                address = line.rsplit("listening on ", 1)[1].strip()
+            if "wire decoder" in line or "wire decoding unavailable" in line:
+                break
+        yield address
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def run(count: int, batch_size: int) -> dict[str, Any]:
     """Run every figure and return them by name."""
     from offload.target import SoftwareTarget
@@ -113,7 +231,15 @@ def run(count: int, batch_size: int) -> dict[str, Any]:
     enc_s = best_of(3, lambda: encode_only(schema, entries, batch_size))
     results: dict[str, Any] = {"entries": count, "batch_size": batch_size}
     results["machine"] = common.machine()
+    results["window"] = DEFAULT_WINDOW
     results["encode_entries_per_s"] = count / enc_s
+    with target_process() as address:
+        client = P4Client.connect(address, 1, 1, schema=schema, batch_size=batch_size)
+        try:
+            client.set_pipeline(schema)
+            results.update(sync_figures("process", client, schema, entries))
+        finally:
+            client.close()
     # The target decodes bulk writes with a numba kernel, compiled (or loaded from numba's
     # cache) in the background on first use; the figures are of the warm path.
     results["wire_kernel_load_s"] = wire_kernel_load()
@@ -123,13 +249,7 @@ def run(count: int, batch_size: int) -> dict[str, Any]:
         )
         try:
             client.set_pipeline(schema)
-            full = sync(client, schema, entries)
-            results["full_sync_s"] = full.total_s
-            results["full_sync_entries_per_s"] = count / full.total_s
-            results["full_sync_encode_s"] = full.encode_s
-            results["full_sync_write_s"] = full.write_s
-            results["full_sync_diff_s"] = full.diff_s
-            results["write_entries_per_s"] = count / full.write_s
+            results.update(sync_figures("inproc", client, schema, entries))
 
             again = sync(client, schema, entries)
             results["resync_unchanged_s"] = again.total_s
@@ -159,15 +279,27 @@ def run(count: int, batch_size: int) -> dict[str, Any]:
     return results
 
 
+def _placement_rows(prefix: str, where: str) -> list[tuple[str, str, str, str]]:
+    rate = "{:,.0f}"
+    return [
+        (f"{prefix}_serial_entries_per_s", f"full sync, target {where}: encode all, then write",
+         "entries/s", rate),
+        (f"{prefix}_w1_entries_per_s", "  encode the next batch while 1 request is in flight",
+         "entries/s", rate),
+        (f"{prefix}_window_entries_per_s", "  ... while up to {window} are in flight (default)",
+         "entries/s", rate),
+        (f"{prefix}_window_s", "    time", "s", "{:.2f}"),
+        (f"{prefix}_window_encode_s", "    of which client encode", "s", "{:.2f}"),
+        (f"{prefix}_window_diff_s", "    of which read + diff", "s", "{:.2f}"),
+        (f"{prefix}_window_write_s", "    of which waiting on the target", "s", "{:.2f}"),
+    ]  # fmt: skip
+
+
 ROWS = [
     ("encode_entries_per_s", "client encode + serialize", "entries/s", "{:,.0f}"),
-    ("full_sync_entries_per_s", "full sync to an empty target", "entries/s", "{:,.0f}"),
-    ("full_sync_s", "  full sync time", "s", "{:.2f}"),
-    ("full_sync_encode_s", "  of which client encode", "s", "{:.2f}"),
-    ("full_sync_diff_s", "  of which diff", "s", "{:.2f}"),
-    ("full_sync_write_s", "  of which write (target bound)", "s", "{:.2f}"),
-    ("write_entries_per_s", "  write rate (gRPC + target)", "entries/s", "{:,.0f}"),
-    ("resync_unchanged_s", "re-sync, nothing changed", "s", "{:.2f}"),
+    *_placement_rows("process", "in its own process"),
+    *_placement_rows("inproc", "in this process"),
+    ("resync_unchanged_s", "re-sync, nothing changed (this process)", "s", "{:.2f}"),
     ("resync_unchanged_read_s", "  of which read-back", "s", "{:.2f}"),
     ("resync_unchanged_writes", "  writes", "updates", "{:d}"),
     ("one_change_full_sync_s", "one entry changed, full sync", "s", "{:.2f}"),

@@ -82,6 +82,31 @@ class PipelineConfig:
     cookie: int
 
 
+class PendingWrite:
+    """A Write sent by `P4Client.submit_serialized` whose answer has not been taken yet."""
+
+    __slots__ = ("_client", "_data", "_future", "_offset")
+
+    def __init__(
+        self, client: P4Client, data: bytes, offset: int, future: grpc.Future | None
+    ) -> None:
+        self._client = client
+        self._data = data
+        self._offset = offset
+        self._future = future
+
+    def result(self) -> list[UpdateError]:
+        """Wait for the answer: the failing updates (numbered from the offset) or a raise."""
+        if self._future is None:
+            request = p4r.WriteRequest.FromString(self._data)
+            return self._client.write_request(request, self._offset)
+        try:
+            self._future.result()
+        except grpc.RpcError as exc:
+            return self._client._write_failed(exc, self._data, self._offset)
+        return []
+
+
 class P4Client:
     """A P4Runtime controller connection to one device."""
 
@@ -495,20 +520,30 @@ class P4Client:
 
         The request is parsed only if the target reports per-update errors, to name them.
         """
+        return self.submit_serialized(data, offset).result()
+
+    def submit_serialized(self, data: bytes, offset: int = 0) -> PendingWrite:
+        """Send a serialized WriteRequest without waiting for the answer.
+
+        `PendingWrite.result()` then returns or raises as `write_serialized` would. Requests in
+        flight together may be applied in any order (P4Runtime promises an order only between a
+        reply and the requests sent after it), so only independent updates belong in them.
+        """
         self._stub_or_raise()
         if self._write_bytes is None:  # a stub without a channel (tests): the message path
-            return self.write_request(p4r.WriteRequest.FromString(data), offset)
-        try:
-            self._write_bytes(data, timeout=self.timeout)
-        except grpc.RpcError as exc:
-            updates = p4r.WriteRequest.FromString(data).updates
-            errors = update_errors(exc, updates, offset)
-            if errors is None:
-                raise self._error("Write", exc) from None
-            if not errors:
-                raise P4ClientError("Write", rpc_code_of(exc), rpc_details_of(exc)) from None
-            return errors
-        return []
+            return PendingWrite(self, data, offset, None)
+        return PendingWrite(
+            self, data, offset, self._write_bytes.future(data, timeout=self.timeout)
+        )
+
+    def _write_failed(self, exc: grpc.RpcError, data: bytes, offset: int) -> list[UpdateError]:
+        """The per-update errors of a refused serialized Write; raises for a whole refusal."""
+        errors = update_errors(exc, p4r.WriteRequest.FromString(data).updates, offset)
+        if errors is None:
+            raise self._error("Write", exc) from None
+        if not errors:
+            raise P4ClientError("Write", rpc_code_of(exc), rpc_details_of(exc)) from None
+        return errors
 
     def write_request(self, request: p4r.WriteRequest, offset: int = 0) -> list[UpdateError]:
         """Send one WriteRequest; return its failing updates, numbered from `offset`.

@@ -9,16 +9,22 @@ update is reported with its entry, so a partly applied change is never silent.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from offload.entries import Entry, EntryKey
-from offload.p4client import DELETE, INSERT, MODIFY, P4Client
-from offload.p4entity import gc_paused
+from offload.p4client import DELETE, INSERT, MODIFY, P4Client, PendingWrite
+from offload.p4entity import EntityError, TableEntryEncoder, gc_paused
 from offload.p4errors import P4ClientError, code_name
 from offload.p4schema import P4Schema
 
 Progress = Callable[[int, int], None]  # (updates done, updates in total)
+
+# Write requests in flight at once: enough to keep the target busy while the next batch is
+# encoded (bench/bench_sync.py measures 1 against this).
+DEFAULT_WINDOW = 4
 
 _OP_NAMES = {INSERT: "INSERT", MODIFY: "MODIFY", DELETE: "DELETE"}
 
@@ -191,17 +197,27 @@ def apply_diff(
     changes: Diff,
     *,
     batch_size: int | None = None,
+    window: int = DEFAULT_WINDOW,
     progress: Progress | None = None,
     raise_on_failure: bool = True,
 ) -> SyncReport:
     """Write a diff: deletes, then modifies, then inserts, each in batches.
 
-    Every batch is encoded before the first is sent, so an entry that cannot be encoded raises
-    and changes nothing. Deletes go first because they free table capacity that the inserts may
-    need, and each kind gets its own WriteRequests because a target may apply the updates of
-    one request in any order (P4Runtime spec 12.2); a delete-then-insert of a full table in one
-    request could fail on the insert.
+    Deletes go first because they free table capacity that the inserts may need, and each kind
+    gets its own WriteRequests because a target may apply the updates of one request in any
+    order (P4Runtime spec 12.2); a delete-then-insert of a full table in one request could fail
+    on the insert. Within a kind, up to `window` requests are in flight while the next batch is
+    encoded (a kind's updates are independent of each other, so their order does not matter);
+    the first request of a kind is sent only when every request of the kind before has been
+    answered. `window=1` waits for each answer before encoding the next batch.
+
+    Every failing update is reported with its entry, whether the target refused it or it could
+    not be encoded. An entry that cannot be encoded stops the write like a refused request:
+    what was sent before it is reported as landed, the rest as not attempted (`SyncError`, with
+    the encoder's error as the cause).
     """
+    if window < 1:
+        raise ValueError(f"window must be at least 1, not {window}")
     report = SyncReport(unchanged=changes.unchanged)
     started = time.perf_counter()
     size = batch_size or client.batch_size
@@ -209,52 +225,109 @@ def apply_diff(
     # Requests go out as the bytes the encoder makes: no parse into a message and
     # serialization again (a tenth of a full sync's time).
     header = client.new_write_request().SerializeToString()
-    plan: list[tuple[int, Sequence[Entry], int, int, bytes]] = []
-    with gc_paused():  # between batches too (see the write loop below)
-        for op, entries in (
-            (DELETE, changes.deletes),
-            (MODIFY, changes.modifies),
-            (INSERT, changes.inserts),
-        ):
-            for start in range(0, len(entries), size):
-                batch = entries[start : start + size]
-                data = header + enc.updates_bytes(op, batch)
-                plan.append((op, entries, start, len(batch), data))
-    report.encode_s = time.perf_counter() - started
-    total = len(changes)
-    done = 0
-    landed = {INSERT: 0, MODIFY: 0, DELETE: 0}
-    try:
-        # No collections between batches either: each would walk every live entry (all of
-        # them, when the target runs in this process), for garbage without cycles.
-        with gc_paused():
-            for op, batch_entries, start, count, request in plan:
-                failed = client.write_serialized(request, start)
-                report.batches += 1
-                for err in failed:
-                    report.failures.append(
-                        SyncFailure(_OP_NAMES[op], batch_entries[err.index], err.code, err.message)
-                    )
-                landed[op] += count - len(failed)
-                done += count
-                if progress is not None:
-                    progress(done, total)
-    except P4ClientError as exc:
-        report.not_attempted = total - done
-        _finish(report, landed, started)
-        raise SyncError(report, exc) from exc
-    _finish(report, landed, started)
+    writer = _Writer(client, report, len(changes), progress, started)
+    # No collections while writing: each would walk every live entry (all of them, when the
+    # target runs in this process), for garbage without cycles.
+    with gc_paused():
+        try:
+            for op, entries in (
+                (DELETE, changes.deletes),
+                (MODIFY, changes.modifies),
+                (INSERT, changes.inserts),
+            ):
+                for start in range(0, len(entries), size):
+                    batch = entries[start : start + size]
+                    encode_started = time.perf_counter()
+                    try:
+                        data = header + enc.updates_bytes(op, batch)
+                    except EntityError as exc:
+                        writer.drain()
+                        writer.unencodable(op, batch, enc)
+                        raise writer.stopped(exc, unsent=len(changes) - writer.done - 1) from exc
+                    finally:
+                        report.encode_s += time.perf_counter() - encode_started
+                    writer.send(op, entries, start, len(batch), data, window)
+                writer.drain()  # the next kind waits for every answer of this one
+        except P4ClientError as exc:
+            writer.drain(refused=True)
+            raise writer.stopped(exc, unsent=len(changes) - writer.done) from exc
+    writer.finish()
     if raise_on_failure and not report.ok:
         raise SyncError(report)
     return report
 
 
-def _finish(report: SyncReport, landed: dict[int, int], started: float) -> None:
-    report.inserted = landed[INSERT]
-    report.modified = landed[MODIFY]
-    report.deleted = landed[DELETE]
-    report.write_s = time.perf_counter() - started - report.encode_s
-    report.total_s = report.write_s + report.encode_s
+class _Writer:
+    """The requests of `apply_diff` in flight, and what their answers say."""
+
+    def __init__(
+        self,
+        client: P4Client,
+        report: SyncReport,
+        total: int,
+        progress: Progress | None,
+        started: float,
+    ) -> None:
+        self.client = client
+        self.report = report
+        self.total = total
+        self.progress = progress
+        self.done = 0  # updates answered (landed or refused one by one)
+        self.landed = {INSERT: 0, MODIFY: 0, DELETE: 0}
+        self.pending: deque[tuple[int, Sequence[Entry], int, PendingWrite]] = deque()
+        self.started = started
+
+    def send(
+        self, op: int, entries: Sequence[Entry], start: int, count: int, data: bytes, window: int
+    ) -> None:
+        while len(self.pending) >= window:
+            self._take()
+        self.pending.append((op, entries, count, self.client.submit_serialized(data, start)))
+
+    def _take(self) -> None:
+        op, entries, count, pending = self.pending.popleft()
+        failed = pending.result()  # raises when the whole request is refused
+        self.report.batches += 1
+        for err in failed:
+            self.report.failures.append(
+                SyncFailure(_OP_NAMES[op], entries[err.index], err.code, err.message)
+            )
+        self.landed[op] += count - len(failed)
+        self.done += count
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+    def drain(self, refused: bool = False) -> None:
+        """Take every answer; after a refusal, the other answers are taken as they are."""
+        while self.pending:
+            if not refused:
+                self._take()
+                continue
+            with suppress(P4ClientError):  # also refused: its updates count as not attempted
+                self._take()
+
+    def unencodable(self, op: int, batch: Sequence[Entry], enc: TableEntryEncoder) -> None:
+        """Report the first entry of `batch` that cannot be encoded."""
+        for entry in batch:
+            try:
+                enc.updates_bytes(op, (entry,))
+            except EntityError as exc:
+                self.report.failures.append(SyncFailure(_OP_NAMES[op], entry, exc.code, str(exc)))
+                return
+
+    def stopped(self, cause: Exception, unsent: int) -> SyncError:
+        """The error that ends a write cut short, `unsent` updates never sent."""
+        self.report.not_attempted = unsent
+        self.finish()
+        return SyncError(self.report, cause)
+
+    def finish(self) -> None:
+        report = self.report
+        report.inserted = self.landed[INSERT]
+        report.modified = self.landed[MODIFY]
+        report.deleted = self.landed[DELETE]
+        report.total_s = time.perf_counter() - self.started
+        report.write_s = report.total_s - report.encode_s
 
 
 def managed_tables(schema: P4Schema, tables: Iterable[str] | None) -> list[str]:
@@ -286,6 +359,7 @@ def sync(
     tables: Iterable[str] | None = None,
     *,
     batch_size: int | None = None,
+    window: int = DEFAULT_WINDOW,
     progress: Progress | None = None,
     raise_on_failure: bool = True,
 ) -> SyncReport:
@@ -314,6 +388,7 @@ def sync(
             schema,
             changes,
             batch_size=batch_size,
+            window=window,
             progress=progress,
             raise_on_failure=raise_on_failure,
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from offload.names import CPU_PORT
+from offload.target import wire
 from offload.target.target import SoftwareTarget
 
 
@@ -93,6 +94,7 @@ def target_command(
     except (OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"nicfw target: P4Runtime device {device_id} listening on {address}", err=True)
+    wire.kernel()  # a standalone target gets bulk Writes soon: load the decoder now, not then
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -79,6 +79,7 @@ class _Loader:
                     return None
                 self.load_s = time.perf_counter() - started
                 self.kernel = kernel
+                log.info("wire decoder ready in %.2f s", self.load_s)
             return self.kernel
 
     def get(self, wait: bool) -> Kernel | None:

@@ -177,6 +177,33 @@ def test_sync_reports_exactly_the_entry_the_target_refused(
     assert {acl(4270, 70), acl(4271, 71)} <= state(client)
 
 
+@pytest.mark.parametrize("window", [1, 4])
+def test_sync_with_requests_in_flight_names_every_refused_entry(
+    client: P4Client, schema: P4Schema, baseline: list[Entry], window: int
+) -> None:
+    from offload.sync import SyncError
+
+    good = [acl(4280 + i, 80 + i) for i in range(15)]
+    refused = [  # full ranges are don't-cares: refused, one per batch of 5 or so
+        Entry.make(
+            names.ACL,
+            {"l4_dst": Range(0, 65535)},
+            names.ACL_ALLOW,
+            {"rule_id": 900 + i},
+            priority=2000 + i,
+        )
+        for i in range(3)
+    ]
+    desired = baseline + good[:4] + refused[:1] + good[4:9] + refused[1:2] + good[9:] + refused[2:]
+    with pytest.raises(SyncError) as info:
+        sync(client, schema, desired, TABLES, batch_size=5, window=window)
+    report = info.value.report
+    assert sorted(f.entry.params for f in report.failures) == sorted(e.params for e in refused)
+    assert all(f.code == rpc_code.INVALID_ARGUMENT for f in report.failures)
+    assert report.inserted == len(good) and report.not_attempted == 0
+    assert state(client) == set(baseline + good)
+
+
 def tcp_frame(dport: int, src: str = "10.77.9.1", dst: str = "10.77.9.2") -> bytes:
     """Ethernet + IPv4 + TCP SYN, enough for the pipeline's parser and ACL."""
     ip_src, ip_dst = bytes(map(int, src.split("."))), bytes(map(int, dst.split(".")))

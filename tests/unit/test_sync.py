@@ -130,8 +130,29 @@ def test_applying_the_diff_to_actual_yields_desired(want: list[Entry], have: lis
 # -- apply_diff and sync against an in-memory device ------------------------------------------
 
 
+class Pending:
+    """A request in flight on a MemoryDevice."""
+
+    def __init__(self, device: MemoryDevice, request: p4r.WriteRequest, offset: int) -> None:
+        self.device, self.request, self.offset = device, request, offset
+        self.outcome: list[UpdateError] | Exception | None = None
+
+    def result(self) -> list[UpdateError]:
+        if self.outcome is None:
+            self.device.answer_all()
+        assert self.outcome is not None
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
 class MemoryDevice:
-    """A P4Runtime device reduced to what sync uses: it applies updates and answers reads."""
+    """A P4Runtime device reduced to what sync uses: it applies updates and answers reads.
+
+    Requests sent without waiting (`submit_serialized`) stay in flight until an answer is asked
+    for; then every request in flight is applied, the latest first (a target may apply
+    concurrent requests in any order), and the kinds of update in flight together are recorded.
+    """
 
     def __init__(self, batch_size: int = 3, refuse_from_batch: int | None = None) -> None:
         self.batch_size = batch_size
@@ -141,6 +162,9 @@ class MemoryDevice:
         self.refuse_from_batch = refuse_from_batch
         self.reject: set[Entry] = set()  # entries it refuses as INVALID_ARGUMENT
         self.reads = 0
+        self.in_flight: list[Pending] = []
+        self.max_in_flight = 0
+        self.kinds_in_flight: list[set[int]] = []
         self._encoder = TableEntryEncoder(SCHEMA)
 
     def encoder(self, schema: P4Schema) -> TableEntryEncoder:
@@ -152,8 +176,24 @@ class MemoryDevice:
     def write_serialized(self, data: bytes, offset: int = 0) -> list[UpdateError]:
         return self.write_request(p4r.WriteRequest.FromString(data), offset)
 
+    def submit_serialized(self, data: bytes, offset: int = 0) -> Pending:
+        pending = Pending(self, p4r.WriteRequest.FromString(data), offset)
+        self.in_flight.append(pending)
+        self.max_in_flight = max(self.max_in_flight, len(self.in_flight))
+        self.kinds_in_flight.append({u.type for p in self.in_flight for u in p.request.updates})
+        return pending
+
+    def answer_all(self) -> None:
+        for pending in reversed(self.in_flight):
+            try:
+                pending.outcome = self.write_request(pending.request, pending.offset)
+            except NotPrimary as exc:
+                pending.outcome = exc
+        self.in_flight.clear()
+
     def write_request(self, request: p4r.WriteRequest, offset: int = 0) -> list[UpdateError]:
         if self.refuse_from_batch is not None and len(self.requests) >= self.refuse_from_batch:
+            self.requests.append([])  # counted, nothing applied
             raise NotPrimary("Write", "not primary")
         batch, errors = [], []
         for i, update in enumerate(request.updates):
@@ -205,16 +245,18 @@ def test_sync_writes_only_the_difference_in_order_and_batches() -> None:
     first = [acl(p, p) for p in range(5)]
     report = run_sync(dev, first)
     assert (report.inserted, report.batches) == (5, 3)
-    assert [len(b) for b in dev.requests] == [2, 2, 1]
+    assert sorted(len(b) for b in dev.requests) == [1, 2, 2]  # answered out of order
+    assert dev.max_in_flight == 3
     dev.requests.clear()
     report = run_sync(dev, first)
     assert report.writes == 0 and report.unchanged == 5 and dev.requests == []
     second = [acl(0, 0), acl(1, 99), acl(3, 3), acl(4, 4), acl(7, 7), acl(8, 8)]
     report = run_sync(dev, second)
     assert (report.deleted, report.modified, report.inserted, report.unchanged) == (1, 1, 2, 3)
-    # deletes, then modifies, then inserts, never mixed in one request
+    # deletes, then modifies, then inserts, never mixed in one request nor in flight together
     assert dev.ops == [DELETE, MODIFY, INSERT, INSERT]
     assert all(len({op for op, _ in b}) == 1 for b in dev.requests)
+    assert all(len(kinds) == 1 for kinds in dev.kinds_in_flight)
     assert sorted(dev.entries.values(), key=repr) == sorted(second, key=repr)
 
 
@@ -264,18 +306,70 @@ def test_failed_updates_are_reported_by_entry_and_the_rest_land() -> None:
 def test_whole_request_refusal_reports_what_was_not_sent() -> None:
     dev = MemoryDevice(batch_size=2, refuse_from_batch=1)
     with pytest.raises(SyncError) as info:
-        run_sync(dev, [acl(p, p) for p in range(5)])
+        run_sync(dev, [acl(p, p) for p in range(5)], window=1)
     report = info.value.report
     assert (report.inserted, report.not_attempted) == (2, 3)
     assert isinstance(info.value.cause, NotPrimary)
+    assert len(dev.requests) == 2  # nothing sent after the refusal
 
 
-def test_an_entry_that_cannot_be_encoded_changes_nothing() -> None:
+def test_refusal_with_requests_in_flight_counts_each_request_by_its_answer() -> None:
+    # Requests are answered latest first: of the three in flight, the last is applied and the
+    # two before are refused; nothing is sent after the refusal.
+    dev = MemoryDevice(batch_size=2, refuse_from_batch=1)
+    desired = [acl(p, p) for p in range(9)]
+    with pytest.raises(SyncError) as info:
+        run_sync(dev, desired, window=3)
+    report = info.value.report
+    landed = set(dev.entries.values())
+    assert landed == {acl(4, 4), acl(5, 5)}
+    assert report.inserted == len(landed) and report.not_attempted == len(desired) - len(landed)
+    assert len(dev.requests) == 3 and not report.failures
+
+
+@pytest.mark.parametrize("window", [1, 2, 4])
+def test_failures_are_named_by_entry_with_any_number_in_flight(window: int) -> None:
+    dev = MemoryDevice(batch_size=3)
+    desired = [acl(p, p) for p in range(20)]
+    bad = {desired[i] for i in (1, 7, 8, 19)}
+    dev.reject |= bad
+    report = run_sync(dev, desired, window=window, raise_on_failure=False)
+    assert {f.entry for f in report.failures} == bad
+    assert all(f.op == "INSERT" and f.code == rpc_code.INVALID_ARGUMENT for f in report.failures)
+    assert report.inserted == 16 and set(dev.entries.values()) == set(desired) - bad
+    assert dev.max_in_flight == window
+
+
+def test_an_entry_in_the_first_batch_that_cannot_be_encoded_changes_nothing() -> None:
     dev = MemoryDevice(batch_size=2)
-    desired = [acl(p, p) for p in range(4)] + [acl(300, 1)]  # ip_proto is 8 bits
-    with pytest.raises(EntityError, match="8 bits"):
+    desired = [acl(0, 0), acl(300, 1), acl(2, 2)]  # ip_proto is 8 bits
+    with pytest.raises(SyncError) as info:
         run_sync(dev, desired)
+    assert isinstance(info.value.cause, EntityError) and "8 bits" in str(info.value)
+    report = info.value.report
+    assert [(f.op, f.entry, f.code) for f in report.failures] == [
+        ("INSERT", acl(300, 1), rpc_code.INVALID_ARGUMENT)
+    ]
+    assert report.not_attempted == 2 and report.writes == 0
     assert dev.requests == [] and dev.entries == {}
+
+
+def test_an_entry_that_cannot_be_encoded_stops_the_write_after_what_was_sent() -> None:
+    dev = MemoryDevice(batch_size=2)
+    desired = [acl(p, p) for p in range(5)] + [acl(300, 9), acl(6, 6)]
+    with pytest.raises(SyncError) as info:
+        run_sync(dev, desired, window=2)
+    report = info.value.report
+    assert [f.entry for f in report.failures] == [acl(300, 9)]
+    # batches [0,1] [2,3] landed; [4, bad] and [6] were never sent
+    assert report.inserted == 4 and report.not_attempted == 2
+    assert set(dev.entries.values()) == set(desired[:4])
+    assert dev.in_flight == []  # every request sent was answered before the raise
+
+
+def test_window_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="window"):
+        apply_diff(MemoryDevice(), SCHEMA, Diff(inserts=[acl(1, 1)]), window=0)  # type: ignore[arg-type]
 
 
 def test_apply_diff_reports_progress_and_does_not_read() -> None:
