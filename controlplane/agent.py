@@ -41,7 +41,7 @@ POLICY_TABLES: tuple[str, ...] = (
     names.ACL,
 )
 # The rule log's table (offload.compiler.logrules), synced with the policy tables; kept apart
-# because the compiled policy (and so `nicfw policy diff`) does not hold its entries.
+# because the compiled policy does not hold its entries (they come from the resolved rules).
 LOG_TABLES: tuple[str, ...] = (names.LOG_RULES,)
 
 
@@ -121,6 +121,22 @@ class HostAgent:
     def _log_entries(self, inventory: Inventory) -> tuple[Entry, ...]:
         return log_entries(inventory.resolved, self.options.host)
 
+    @staticmethod
+    def _desired(inventory: Inventory, logged: tuple[Entry, ...]) -> list[Entry]:
+        """Every entry a full sync makes the policy and log tables hold."""
+        return inventory.compiled.entries() + list(logged)
+
+    def target_diff(self, policy: Policy) -> Diff:
+        """The writes a full sync of `policy` would make to the target as it is now (read from
+        the target, nothing written): what `apply` writes the first time, log table included."""
+        from offload.sync import diff, managed_tables, read_state
+
+        inventory = self._inventory(policy)
+        desired = self._desired(inventory, self._log_entries(inventory))
+        managed = managed_tables(self.schema, POLICY_TABLES + LOG_TABLES)
+        defaults = sorted({e.table for e in desired if e.is_default})
+        return diff(desired, read_state(self.client, self.schema, managed, defaults))
+
     def apply(self, policy: Policy, progress: Progress | None = None) -> ApplyResult:
         """Enforce `policy`: a full sync against the target's real state the first time, then
         only the entries that changed. A failure leaves the previous policy recorded as enforced,
@@ -131,7 +147,7 @@ class HostAgent:
             warnings = analyze(inventory.current, resolved)
             logged = self._log_entries(inventory)
             if self.compiled is None:
-                desired = compiled.entries() + list(logged)
+                desired = self._desired(inventory, logged)
                 tables = POLICY_TABLES + LOG_TABLES
                 report = sync(self.client, self.schema, desired, tables, progress=progress)
             else:

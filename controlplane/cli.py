@@ -459,8 +459,7 @@ def policy_diff(
 ) -> None:
     """What applying PATH would write to the target (read from the target, nothing written);
     with --enforced, what it would change on every host, reachability included."""
-    from controlplane.agent import POLICY_TABLES
-    from offload.sync import diff, managed_tables, read_state
+    from controlplane.agent import HostAgent
 
     if enforced is not None:
         from controlplane.revisions import dry_run_texts
@@ -476,14 +475,11 @@ def policy_diff(
         print_dry_run(run, as_json, limit)
         return
     with failures():
-        compiled = compile_file(path)
+        pol = load_policy_file(path)  # a bad file fails here, before reaching the target
         client = _connect(target, device_id, write=False)
         try:
-            schema = client.schema
-            assert schema is not None
-            managed = managed_tables(schema, POLICY_TABLES)
-            defaults = sorted({e.table for e in compiled.entries() if e.is_default})
-            changes = diff(compiled.entries(), read_state(client, schema, managed, defaults))
+            assert client.schema is not None
+            changes = HostAgent(client, client.schema).target_diff(pol)
         finally:
             client.close()
     labels = labels_for(path)

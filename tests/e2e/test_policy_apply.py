@@ -143,6 +143,25 @@ def test_apply_enforce_count_and_change(
 
     assert forwarded(target, 1, tcp("10.0.1.10", "10.0.2.10", APP_MAC, 8443), 2)
     assert not forwarded(target, 1, tcp("10.0.1.10", "10.0.2.10", APP_MAC, 8080), 2)
+
+    # Turning on a rule's logging changes only the rule log's table, and the diff shows it.
+    policy.write_text(
+        POLICY.replace("ports: [8080]", "ports: [8443]").replace(
+            "service: api, action: allow}", "service: api, action: allow, log: true}"
+        )
+    )
+    changes = nicfw_json("policy", "diff", str(policy), *addr)
+    assert isinstance(changes, dict)
+    assert [r["table"] for r in changes["insert"]] == ["log_rules"]
+    assert changes["modify"] == [] and changes["delete"] == []
+    report = nicfw_json("policy", "apply", str(policy), *addr, "--election-id", election)
+    assert (report["inserted"], report["modified"], report["deleted"]) == (1, 0, 0)
+    assert nicfw_json("policy", "diff", str(policy), *addr) == {
+        "insert": [],
+        "modify": [],
+        "delete": [],
+        "unchanged": report["unchanged"] + 1,
+    }
     # Counters of untouched rules survive the change: their entries were not rewritten.
     hits = {
         row["rule"]: row["packets"]
