@@ -348,6 +348,26 @@ def demo(as_json: bool) -> None:
     help="Where flow records are kept for `nicfw flows` (default $NICFW_FLOWS_DB, else "
     "/run/nicfw/flows.sqlite).",
 )
+@click.option(
+    "--rule-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where logged and audit hits are appended as JSON lines (default $NICFW_RULE_LOG, "
+    "else rule-log.jsonl in $NICFW_STATE_DIR or /var/lib/nicfw).",
+)
+@click.option(
+    "--rule-log-max-mb",
+    default=64,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="The rule log rotates (FILE.1, FILE.2, ...) when it grows past this many MiB.",
+)
+@click.option(
+    "--rule-log-backups",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rotated rule log files kept.",
+)
 def run(
     target: str | None,
     device_id: int,
@@ -364,6 +384,9 @@ def run(
     flow_idle_timeout: float,
     flows_db: Path | None,
     control_socket: str | None,
+    rule_log: Path | None,
+    rule_log_max_mb: int,
+    rule_log_backups: int,
 ) -> None:
     """The daemon: program the target from the policy and follow the policy file's changes."""
     from controlplane.api import DEFAULT_SOCKET
@@ -385,6 +408,9 @@ def run(
         flow_idle_timeout=flow_idle_timeout,
         flows_db=flows_db or DEFAULT_FLOWS_DB,
         control_socket=None if control_socket == "none" else control_socket or DEFAULT_SOCKET,
+        rule_log=rule_log,
+        rule_log_max_bytes=rule_log_max_mb * 1024 * 1024,
+        rule_log_backups=rule_log_backups,
     )
     with failures():
         Daemon(options).run(once=once)

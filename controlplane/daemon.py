@@ -21,7 +21,13 @@ from controlplane.agent import HostAgent
 from controlplane.api import DEFAULT_SOCKET, ControlServer, TagService
 from controlplane.policy import Policy, PolicyError, demo_policy_text, load_policy, load_policy_file
 from controlplane.rejects import RejectResponder
-from controlplane.rulelog import DIGEST_CONFIG, RuleLog, default_log_path
+from controlplane.rulelog import (
+    DEFAULT_BACKUPS,
+    DEFAULT_MAX_BYTES,
+    DIGEST_CONFIG,
+    RuleLog,
+    default_log_path,
+)
 from controlplane.service import Backend, ServiceController, ServiceOptions
 from offload.compiler import CompileOptions
 from offload.compiler.logrules import RuleInfo
@@ -52,6 +58,8 @@ class DaemonOptions:
     flow_idle_timeout: float = 60.0
     flows_db: Path | None = None
     rule_log: Path | None = None  # JSON lines of logged/audit hits; None: default_log_path()
+    rule_log_max_bytes: int = DEFAULT_MAX_BYTES  # the file rotates beyond this size
+    rule_log_backups: int = DEFAULT_BACKUPS  # rotated files kept
 
 
 def same_pipeline(client: P4Client, schema: P4Schema) -> bool:
@@ -96,7 +104,12 @@ class Daemon:
         self.tags: TagService | None = None
         self.rejects = RejectResponder()
         self.address = options.target or ""
-        self.rule_log = RuleLog(self._rule_info, options.rule_log or default_log_path())
+        self.rule_log = RuleLog(
+            self._rule_info,
+            options.rule_log or default_log_path(),
+            max_bytes=options.rule_log_max_bytes,
+            backups=options.rule_log_backups,
+        )
 
     def _rule_info(self) -> dict[int, RuleInfo]:
         return self.agent.rule_info() if self.agent is not None else {}
@@ -188,6 +201,7 @@ class Daemon:
                 agent.push_pipeline(self.options.device_config)
             result = agent.apply(policy)
             self._enable_rule_log(client)
+            stack.callback(self.rule_log.close)
             if self.options.control_socket:
                 assert agent.inventory is not None
                 self.tags = TagService(agent.inventory, agent.write_inventory_change)

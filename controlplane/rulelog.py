@@ -6,7 +6,8 @@ hands each DigestList to `RuleLog.handle`, and acks it. Each sample becomes one 
 with the rule's name and section (not only its id), whether it was an audit hit, the verdict
 that was enforced, and the 5-tuple; it is written as one structured line to the
 `nicfw.rulelog` logger and as one JSON line appended to the log file, and the last records are
-kept for `nicfw log` (control socket op `log.recent`).
+kept for `nicfw log` (control socket op `log.recent`). The file rotates by size the way
+`logging.handlers.RotatingFileHandler` does (rule-log.jsonl.1, .2, ...: the newest first).
 
 The target reports a flow once until the daemon acks the list; since the daemon acks at once, a
 repeat of the same record within `repeat_s` seconds is counted, not written again.
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -41,6 +44,8 @@ VERDICT_NAMES = {
 PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 DEFAULT_KEEP = 1000
 DEFAULT_REPEAT_S = 10.0
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # the file rotates beyond this
+DEFAULT_BACKUPS = 5  # rotated files kept
 
 # Digest config the daemon writes: lists of up to 64 samples, sent within 100 ms; an unacked
 # list frees its samples for a resend after 5 s.
@@ -96,6 +101,25 @@ def _address(value: int) -> str:
     return str(int128_to_ip(value))
 
 
+class _JsonLines(logging.handlers.RotatingFileHandler):
+    """The rule log file: one JSON object per line, rotated by size; errors counted."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups, delay=True)
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self.failed: OSError | None = None
+
+    def write(self, line: str) -> OSError | None:
+        """Append `line`; the error if it could not be written."""
+        self.failed = None
+        self.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+        return self.failed
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        self.failed = error if isinstance(error, OSError) else OSError(str(error))
+
+
 class RuleLog:
     """Turns log digests into records: logged, appended to a file, kept for `nicfw log`."""
 
@@ -106,9 +130,14 @@ class RuleLog:
         keep: int = DEFAULT_KEEP,
         repeat_s: float = DEFAULT_REPEAT_S,
         clock: Callable[[], float] = time.time,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        backups: int = DEFAULT_BACKUPS,
     ) -> None:
+        if max_bytes < 1 or backups < 1:
+            raise ValueError("the rule log needs max_bytes >= 1 and backups >= 1")
         self.rules = rules
         self.path = path
+        self._file = _JsonLines(path, max_bytes, backups) if path is not None else None
         self.repeat_s = repeat_s
         self.clock = clock
         self.records: deque[LogRecord] = deque(maxlen=keep)
@@ -173,17 +202,26 @@ class RuleLog:
         )
 
     def _append(self, records: list[LogRecord]) -> None:
-        if not records or self.path is None:
+        if not records or self._file is None or self.path is None:
             return
+        error: OSError | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:
-                for rec in records:
-                    f.write(json.dumps(rec.to_json(), sort_keys=True) + "\n")
-        except OSError as exc:  # the log never stops the daemon; say so once in a while
+        except OSError as exc:
+            error = exc
+        for rec in records if error is None else ():
+            error = self._file.write(json.dumps(rec.to_json(), sort_keys=True))
+            if error is not None:
+                break
+        if error is not None:  # the log never stops the daemon; say so once in a while
             self.file_errors += 1
             if self.file_errors == 1 or self.file_errors % 1000 == 0:
-                log.warning("cannot append to the rule log %s: %s", self.path, exc)
+                log.warning("cannot append to the rule log %s: %s", self.path, error)
+
+    def close(self) -> None:
+        """Close the log file (it reopens on the next record)."""
+        if self._file is not None:
+            self._file.close()
 
     def recent(self, since: int = 0, audit_only: bool = False, limit: int = 100) -> list[LogRecord]:
         """The kept records with seq > `since` (audit hits only, if asked), oldest first."""

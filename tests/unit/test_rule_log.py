@@ -316,3 +316,57 @@ def test_unknown_rule_ids_and_unwritable_file_do_not_stop_the_log(tmp_path: Path
     (rec,) = rl.handle(_list((0, 0, 2, *SAMPLE[3:])))
     assert (rec.rule, rec.verdict) == ("default", "drop")
     assert rl.file_errors == 1
+
+
+def test_the_file_rotates_by_size_and_keeps_every_line_whole(tmp_path: Path) -> None:
+    path = tmp_path / "rule-log.jsonl"
+    rl = RuleLog(dict, path, repeat_s=0, max_bytes=2000, backups=3)
+    samples = [(5, 0, 1, *SAMPLE[3:6], sport, 80) for sport in range(1, 41)]
+    written = [rec for sample in samples for rec in rl.handle(_list(sample))]
+    rl.close()
+    assert len(written) == 40
+    files = [path, *(path.with_name(f"{path.name}.{n}") for n in (1, 2, 3))]
+    assert all(f.exists() for f in files) and not path.with_name(f"{path.name}.4").exists()
+    assert all(f.stat().st_size <= 2000 for f in files)
+    # newest last in the live file, older ones in .1, .2, .3; lines whole and in order
+    seqs = [json.loads(line)["seq"] for f in reversed(files) for line in f.read_text().splitlines()]
+    assert seqs == list(range(seqs[0], 41)) and seqs[0] > 1  # the oldest rotated away
+    assert rl.file_errors == 0
+
+
+def test_rotation_limits_are_checked() -> None:
+    with pytest.raises(ValueError, match="backups"):
+        RuleLog(dict, Path("unused.jsonl"), backups=0)
+
+
+def test_nicfw_run_passes_the_rule_log_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from controlplane import daemon
+    from controlplane.cli import cli
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, options: daemon.DaemonOptions) -> None:
+            seen["options"] = options
+
+        def run(self, once: bool = False) -> None:
+            seen["once"] = once
+
+    monkeypatch.setattr(daemon, "Daemon", Recorder)
+    log = tmp_path / "hits.jsonl"
+    args = ["run", "--once", "--rule-log", str(log), "--rule-log-max-mb", "3"]
+    result = CliRunner().invoke(cli, [*args, "--rule-log-backups", "2"])
+    assert result.exit_code == 0, result.output
+    options = seen["options"]
+    assert isinstance(options, daemon.DaemonOptions)
+    assert (options.rule_log, options.rule_log_max_bytes, options.rule_log_backups) == (
+        log,
+        3 * 1024 * 1024,
+        2,
+    )
+    bad = CliRunner().invoke(cli, [*args, "--rule-log-backups", "0"])
+    assert bad.exit_code != 0 and "rule-log-backups" in bad.output
