@@ -43,7 +43,7 @@ from controlplane.inventory import (
 from controlplane.policy import Criteria, Group, Instance, Policy, Rule, Section, Template, Workload
 from controlplane.policy.model import ServiceTerm
 from offload.compiler import CompileOptions
-from offload.compiler.classes import RESERVE
+from offload.compiler.encoding import RESERVE
 
 try:
     from bench import common

@@ -3,7 +3,7 @@
 `offload.compiler.delta.diff(old, new)` gives the writes between two compiled policies.
 """
 
-from offload.compiler.classes import ClassTable, Encoding, EncodingError
+from offload.compiler.classes import ClassTable
 from offload.compiler.compile import (
     CompiledPolicy,
     CompileError,
@@ -12,6 +12,7 @@ from offload.compiler.compile import (
     CompileStats,
     compile_policy,
 )
+from offload.compiler.encoding import Encoding, EncodingError
 from offload.compiler.reference import Packet, Tables, Verdict, evaluate, evaluate_audit
 from offload.compiler.rules import (
     AddressGroup,

@@ -17,14 +17,8 @@ from itertools import product
 from typing import Final
 
 from offload import names
-from offload.compiler.classes import (
-    CLASS_BITS,
-    RESERVE,
-    ClassTable,
-    EncodingKind,
-    build_class_table,
-    update_class_table,
-)
+from offload.compiler.classes import ClassTable, build_class_table, update_class_table
+from offload.compiler.encoding import CLASS_BITS, RESERVE, EncodingKind
 from offload.compiler.ranges import RangeKind, port_matches
 from offload.compiler.rules import (
     AddressGroup,

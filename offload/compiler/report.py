@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from offload import names
-from offload.compiler.classes import Encoding
 from offload.compiler.compile import CompiledPolicy
+from offload.compiler.encoding import Encoding
 from offload.entries import Entry, Exact, FieldMatch, Lpm, Optional, Range, Ternary
 from offload.p4values import lpm128_to_network
 

@@ -32,11 +32,13 @@ def test_serial_sync_leaves_the_same_tables_as_sync() -> None:
 
     schema = P4Schema.load()
     entries = bench_sync.make_entries(300)
-    with SoftwareTarget("127.0.0.1:0") as target:
-        with P4Client.connect(target.address, 1, 1, schema=schema, batch_size=40) as client:
-            client.set_pipeline(schema)
-            report = bench_sync.serial_sync(client, schema, entries)
-            assert report.inserted == len(entries)
-            tables = [t.name for t in schema.iter_tables()]
-            assert set(read_state(client, schema, tables)) == set(entries)
-            assert sync(client, schema, entries).writes == 0
+    with (
+        SoftwareTarget("127.0.0.1:0") as target,
+        P4Client.connect(target.address, 1, 1, schema=schema, batch_size=40) as client,
+    ):
+        client.set_pipeline(schema)
+        report = bench_sync.serial_sync(client, schema, entries)
+        assert report.inserted == len(entries)
+        tables = [t.name for t in schema.iter_tables()]
+        assert set(read_state(client, schema, tables)) == set(entries)
+        assert sync(client, schema, entries).writes == 0

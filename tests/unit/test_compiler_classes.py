@@ -26,13 +26,8 @@ from offload.compiler import (
     compile_policy,
     evaluate,
 )
-from offload.compiler.classes import (
-    BARRIER,
-    Encoding,
-    build_class_table,
-    choose_encoding,
-    memberships,
-)
+from offload.compiler.classes import BARRIER, build_class_table, memberships
+from offload.compiler.encoding import Encoding, choose_encoding
 from offload.entries import Lpm, Ternary
 from offload.p4values import ip_to_int128, network_to_lpm128
 
