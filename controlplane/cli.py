@@ -349,6 +349,20 @@ def demo(as_json: bool) -> None:
     "/run/nicfw/flows.sqlite).",
 )
 @click.option(
+    "--drop-offload",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Stateful mode: flow-cache drop entries for denied flows at most at once (0: none).",
+)
+@click.option(
+    "--drop-offload-after",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Packets of a denied 5-tuple the service drops before the target drops the rest.",
+)
+@click.option(
     "--rule-log",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where logged and audit hits are appended as JSON lines (default $NICFW_RULE_LOG, "
@@ -384,6 +398,8 @@ def run(
     flow_idle_timeout: float,
     flows_db: Path | None,
     control_socket: str | None,
+    drop_offload: int,
+    drop_offload_after: int,
     rule_log: Path | None,
     rule_log_max_mb: int,
     rule_log_backups: int,
@@ -408,6 +424,8 @@ def run(
         flow_idle_timeout=flow_idle_timeout,
         flows_db=flows_db or DEFAULT_FLOWS_DB,
         control_socket=None if control_socket == "none" else control_socket or DEFAULT_SOCKET,
+        drop_offload=drop_offload,
+        drop_offload_after=drop_offload_after,
         rule_log=rule_log,
         rule_log_max_bytes=rule_log_max_mb * 1024 * 1024,
         rule_log_backups=rule_log_backups,

@@ -60,6 +60,8 @@ class DaemonOptions:
     rule_log: Path | None = None  # JSON lines of logged/audit hits; None: default_log_path()
     rule_log_max_bytes: int = DEFAULT_MAX_BYTES  # the file rotates beyond this size
     rule_log_backups: int = DEFAULT_BACKUPS  # rotated files kept
+    drop_offload: int = 1024  # stateful mode: flow_drop entries for denied flows, at most
+    drop_offload_after: int = 2  # drop records of a 5-tuple before it gets one
 
 
 def same_pipeline(client: P4Client, schema: P4Schema) -> bool:
@@ -154,6 +156,8 @@ class Daemon:
             ctrl_path=o.fastpath_ctrl,
             idle_timeout_s=o.flow_idle_timeout,
             flows_db=o.flows_db,
+            drop_offload=o.drop_offload,
+            drop_offload_after=o.drop_offload_after,
         )
 
     def on_packet_in(self, packet: PacketIn) -> None:

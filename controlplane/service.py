@@ -28,6 +28,17 @@ packets, so its own state ages; the hardware's idle timeout is what says a flow 
   the connections' keepalive interval when servers may push first after a long silence.
 - The fast path's TCP established timeout must be at least the hardware idle timeout.
 
+Denied flows: a 5-tuple the rule set drops keeps reaching the service for every packet (in
+stateful mode the ACL's default sends misses here). After `drop_offload_after` drop records of
+one 5-tuple within `drop_offload_window_s`, the controller writes a `flow_drop` entry for that
+direction only, so the rest is dropped in the target; at most `drop_offload` of them at once
+(the oldest go first), so a scan of many 5-tuples cannot take the flow cache from allowed
+flows. A one-packet probe never gets an entry. Rejects are never offloaded (the service must
+answer each packet), nor are drops of invalid connection state (they leave no record). An
+allowed flow whose reply key holds a drop entry has the entry deleted before its own are
+written; a policy change deletes every drop entry the new rules no longer drop by the same
+rule; an idle drop entry is deleted.
+
 On a policy change the new rule set is loaded, the fast path RESIMULATEs its tracked flows and
 the controller re-checks every offloaded flow against the new rules (they may have outlived
 their fast-path state): entries of flows no longer allowed are deleted, still-allowed flows
@@ -52,7 +63,7 @@ import numpy as np
 from controlplane.flows import FlowKey, FlowRecord, FlowStore, records_to_flows
 from dpdk_app.classifier.headers import headers_from_ints
 from dpdk_app.fastpath import ControlClient, FastPath, FastPathError, FlowSubscription, find_binary
-from dpdk_app.layout import ACT_ALLOW, EV_END, EV_NEW, EV_UPDATE, FLOW_DEL_DTYPE
+from dpdk_app.layout import ACT_ALLOW, ACT_DROP, EV_END, EV_NEW, EV_UPDATE, FLOW_DEL_DTYPE
 from dpdk_app.reference import NO_MATCH, first_match
 from offload import names
 from offload.compiler.fastpath import FastPathRules, compile_fastpath
@@ -90,6 +101,9 @@ class ServiceOptions:
     flows_db: Path | None = None
     max_flows: int = 100_000
     fastpath_options: tuple[str, ...] = ()
+    drop_offload: int = 1024  # flow_drop entries at most at once; 0: never offload a drop
+    drop_offload_after: int = 2  # drop records of one 5-tuple before its entry is written
+    drop_offload_window_s: float = 10.0  # ... within this many seconds
 
     def check(self) -> None:
         """Raise ServiceError on inconsistent options."""
@@ -99,6 +113,11 @@ class ServiceOptions:
             raise ServiceError(f"service port {self.service_port} out of range")
         if self.ctrl_path is None and not self.iface:
             raise ServiceError("the service needs an interface (--service-iface) or a ctrl path")
+        if self.drop_offload < 0 or self.drop_offload_after < 1 or self.drop_offload_window_s <= 0:
+            raise ServiceError(
+                f"drop offload needs a limit >= 0 and a record count >= 1, not "
+                f"{self.drop_offload} and {self.drop_offload_after}"
+            )
         if self.idle_timeout_s <= 0 or self.tcp_est_timeout_s < self.idle_timeout_s:
             raise ServiceError(
                 f"the fast path's TCP established timeout ({self.tcp_est_timeout_s} s) must be "
@@ -138,8 +157,13 @@ def flow_keys(flow: FlowRecord) -> list[tuple[int, int, int, int, int]]:
     return [fwd, (flow.dst, flow.src, flow.proto, flow.dport, flow.sport)]
 
 
-def flow_entry(key: tuple[int, int, int, int, int], rule_id: int, idle_ns: int) -> Entry:
-    """One flow_cache entry allowing a 5-tuple on behalf of `rule_id`."""
+def flow_entry(
+    key: tuple[int, int, int, int, int],
+    rule_id: int,
+    idle_ns: int,
+    action: str = names.FLOW_ALLOW,
+) -> Entry:
+    """One flow_cache entry allowing (or with FLOW_DROP, dropping) a 5-tuple for `rule_id`."""
     src, dst, proto, sport, dport = key
     match = {
         "ip_src": Exact(src),
@@ -149,11 +173,7 @@ def flow_entry(key: tuple[int, int, int, int, int], rule_id: int, idle_ns: int) 
         "l4_dst": Exact(dport),
     }
     return Entry.make(
-        names.FLOW_CACHE,
-        match,
-        names.FLOW_ALLOW,
-        {"rule_id": rule_id},
-        idle_timeout_ns=idle_ns,
+        names.FLOW_CACHE, match, action, {"rule_id": rule_id}, idle_timeout_ns=idle_ns
     )
 
 
@@ -169,6 +189,7 @@ class ResimulationReport:
     offloaded_checked: int = 0
     offloads_removed: int = 0
     offloads_updated: int = 0
+    drops_removed: int = 0  # flow_drop entries the new rules no longer drop by the same rule
     controller_ns: int = 0
 
     @property
@@ -223,6 +244,12 @@ class ServiceController:
         self._rules_since_ns = 0  # wall clock of the last rule-set swap
         # first packet seen by the fast path -> flow_cache written, wall ns (recent NEW flows)
         self.offload_latency_ns: deque[int] = deque(maxlen=4096)
+        # denied flows: flow_drop entries (oldest first), and drop records not yet offloaded
+        self._drops: OrderedDict[FlowKey, Entry] = OrderedDict()
+        self._drop_keys: dict[EntryKey, FlowKey] = {}
+        self._drop_seen: OrderedDict[FlowKey, tuple[int, float]] = OrderedDict()
+        self.counters["drops_offloaded"] = 0
+        self.counters["drops_removed"] = 0
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -284,6 +311,11 @@ class ServiceController:
         with self._lock:
             return [o.flow for o in self._offloads.values()]
 
+    def offloaded_drops(self) -> list[Entry]:
+        """The flow_drop entries written for denied flows, oldest first."""
+        with self._lock:
+            return list(self._drops.values())
+
     # ------------------------------------------------------------------ rules
     def load_policy(self, resolved: ResolvedPolicy, host: str | None = None) -> ResimulationReport:
         """Load the policy's rule set; after the first load, resimulate the flows."""
@@ -342,6 +374,12 @@ class ServiceController:
             self._unoffload(gone)
             self._modify_rule(changed)
             report.offloads_removed, report.offloads_updated = len(gone), len(changed)
+        with self._lock:
+            drops = list(self._drops.items())
+        if drops:
+            keep = _drops_by(rules, [k for k, _ in drops])
+            stale = [k for (k, e), rid in zip(drops, keep, strict=True) if rid != _rule_of(e)]
+            report.drops_removed = self._unoffload_drops(stale)
         report.controller_ns = time.perf_counter_ns() - start
 
     # ------------------------------------------------------------------ records
@@ -369,12 +407,15 @@ class ServiceController:
         """Store flow records and offload, update or remove flows accordingly."""
         flows = self.store.update(records_to_flows(records, self.rule_names))
         new: list[FlowRecord] = []
+        denied: list[FlowRecord] = []
         done: list[FlowKey] = []
         changed: list[tuple[FlowKey, int]] = []
         for flow, rec in zip(flows, records, strict=True):
             event = int(rec["event"])
             if event == EV_NEW and flow.verdict == "allow":
                 new.append(flow)
+            elif event == EV_NEW and flow.verdict == "drop" and not resimulated:
+                denied.append(flow)
             elif event == EV_UPDATE and flow.verdict == "allow" and flow.key in self._offloads:
                 if self._offloads[flow.key].flow.rule_id != flow.rule_id:
                     changed.append((flow.key, flow.rule_id))
@@ -391,6 +432,8 @@ class ServiceController:
             self.offload_latency_ns.extend(now - f.first_seen_ns for f in new if f.first_seen_ns)
         self._modify_rule(changed)
         self._unoffload(done)
+        if denied:
+            self.offload_drops(denied)
 
     def offload(self, flows: Iterable[FlowRecord], again: bool = False) -> int:
         """Write flow_cache entries (both directions) for allowed flows; ALREADY_EXISTS is fine.
@@ -401,6 +444,9 @@ class ServiceController:
         batch: list[Entry] = []
         owners: list[FlowKey] = []
         flows = self._still_allowed(list(flows))
+        # A drop entry on one of the flow's keys (its reply's, most likely: the 5-tuple was
+        # denied the other way) would drop what is now allowed: it goes first.
+        self._unoffload_drops(k for f in flows for k in flow_keys(f))
         with self._lock:
             for flow in flows:
                 if flow.key in self._offloads:
@@ -423,6 +469,74 @@ class ServiceController:
             self._unoffload(refused)
             self.counters["refused"] += len(refused)
         return len(batch) - len(failed)
+
+    def offload_drops(self, flows: Iterable[FlowRecord]) -> int:
+        """Count drop records; write flow_drop entries for 5-tuples seen often enough.
+
+        Returns how many entries were written (see the module docstring for the limits).
+        """
+        limit, after = self.options.drop_offload, self.options.drop_offload_after
+        if limit == 0:
+            return 0
+        flows = list(flows)
+        rules = self.rules
+        if rules is not None:  # a record decided by the previous rules must still be dropped
+            stale = [f for f in flows if f.first_seen_ns < self._rules_since_ns]
+            if stale:
+                keys = [f.key for f in stale]
+                now_by = dict(zip(keys, _drops_by(rules, keys), strict=True))
+                flows = [f for f in flows if now_by.get(f.key, f.rule_id) == f.rule_id]
+        now = time.monotonic()
+        window = self.options.drop_offload_window_s
+        batch: list[Entry] = []
+        evicted: list[Entry] = []
+        with self._lock:
+            for flow in flows:
+                key = flow.key
+                if key in self._drops:
+                    continue  # written; these records left the service before it landed
+                entry = flow_entry(key, flow.rule_id, self.idle_ns, names.FLOW_DROP)
+                if entry.key in self._by_entry:
+                    continue  # an allowed flow's reply key: never overwritten by a drop
+                count, first = self._drop_seen.pop(key, (0, now))
+                if now - first > window:
+                    count, first = 0, now
+                count += 1
+                if count < after:
+                    self._drop_seen[key] = (count, first)
+                    continue
+                self._drops[key] = entry
+                self._drop_keys[entry.key] = key
+                batch.append(entry)
+            while len(self._drop_seen) > 4 * limit:
+                self._drop_seen.popitem(last=False)
+            while len(self._drops) > limit:
+                old = self._forget_drop(next(iter(self._drops)))
+                assert old is not None
+                evicted.append(old)
+            batch = [e for e in batch if e.key in self._drop_keys]  # (not evicted at once)
+        self._write(DELETE, evicted, rpc_code.NOT_FOUND)  # the oldest make room
+        failed = self._write(INSERT, batch, rpc_code.ALREADY_EXISTS)
+        with self._lock:
+            for i in failed:  # flow_cache full, ...: the service keeps deciding them
+                self._forget_drop(_key_of(batch[i]))
+        self.counters["drops_offloaded"] += len(batch) - len(failed)
+        self.counters["drops_removed"] += len(evicted)
+        return len(batch) - len(failed)
+
+    def _forget_drop(self, key: FlowKey) -> Entry | None:
+        entry = self._drops.pop(key, None)
+        if entry is not None:
+            self._drop_keys.pop(entry.key, None)
+        return entry
+
+    def _unoffload_drops(self, keys: Iterable[FlowKey]) -> int:
+        """Delete the flow_drop entries of these 5-tuples (those that have one)."""
+        with self._lock:
+            gone = [e for e in (self._forget_drop(k) for k in keys) if e is not None]
+        self._write(DELETE, gone, rpc_code.NOT_FOUND)
+        self.counters["drops_removed"] += len(gone)
+        return len(gone)
 
     def _still_allowed(self, flows: list[FlowRecord]) -> list[FlowRecord]:
         # A record decided by the previous rule set can arrive after a policy change was
@@ -492,6 +606,10 @@ class ServiceController:
         now = time.monotonic()
         window = self.options.idle_timeout_s * 1.5
         idle_flows: list[FlowKey] = []
+        with self._lock:
+            idle_drops = [self._drop_keys[e.key] for e in entries if e.key in self._drop_keys]
+        if idle_drops:
+            self._unoffload_drops(idle_drops)  # a denied flow that went quiet
         with self._lock:
             for e in entries:
                 hit = self._by_entry.get(e.key)
@@ -566,6 +684,27 @@ class ServiceController:
         if again:
             self.offload(again, again=True)
         return len(again)
+
+
+def _drops_by(rules: FastPathRules, keys: list[FlowKey]) -> list[int]:
+    """For each 5-tuple, the rule id that drops it under `rules`; -1 if they do not drop it."""
+    if not keys:
+        return []
+    src, dst, proto, sport, dport = (list(col) for col in zip(*keys, strict=True))
+    winners = first_match(rules.rules, headers_from_ints(src, dst, sport, dport, proto))
+    out = []
+    for w in winners:
+        if w == NO_MATCH:
+            out.append(0)  # no rule: the service's default drop, rule 0
+        elif int(rules.rules["action"][w]) == ACT_DROP:
+            out.append(int(rules.rules["rule_id"][w]))
+        else:
+            out.append(-1)
+    return out
+
+
+def _rule_of(entry: Entry) -> int:
+    return entry.params_dict["rule_id"]
 
 
 def _allows(rules: FastPathRules, flow: FlowRecord) -> bool:

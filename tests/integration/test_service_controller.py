@@ -336,3 +336,102 @@ def test_record_from_the_previous_rules_is_not_offloaded(client: P4Client) -> No
     fresh["first_seen_ns"] = decided
     svc.handle_records(np.concatenate([late, fresh]))
     assert set(flow_cache(client)) == {k(H1, H2, 6, 6, 5001), k(H2, H1, 6, 5001, 6)}
+
+
+# -- denied flows --------------------------------------------------------------------------
+
+
+def drops(client: P4Client) -> dict[tuple[int, ...], int]:
+    """flow_drop entries in the target: key -> rule id."""
+    return {
+        key: e.params_dict["rule_id"]
+        for key, e in flow_cache(client).items()
+        if e.action == names.FLOW_DROP
+    }
+
+
+def denied(src: str, dst: str, dport: int, sport: int = 40000, rule: int = 0) -> np.ndarray:
+    return record(src, dst, sport=sport, dport=dport, rule_id=rule, verdict=ACT_DROP)
+
+
+def test_a_denied_flow_seen_twice_is_dropped_in_the_target(client: P4Client) -> None:
+    svc, _ = make(client, idle_timeout_s=20)
+    svc.load_policy(resolve(load_policy(POLICY)))
+    svc.handle_records(denied(H2, H1, 22))
+    svc.handle_records(denied(H3, H1, 23))  # a one-packet probe: never an entry
+    assert drops(client) == {}
+    svc.handle_records(denied(H2, H1, 22))
+    assert drops(client) == {k(H2, H1, 6, 40000, 22): 0}
+    (entry,) = svc.offloaded_drops()
+    assert entry.idle_timeout_ns == 20 * 10**9 and entry.action == names.FLOW_DROP
+    svc.handle_records(denied(H2, H1, 22))  # in flight before the entry landed: no rewrite
+    assert svc.counters["drops_offloaded"] == 1 and svc.counters["write_errors"] == 0
+    # rejects must be answered by the service: never offloaded
+    reject = record(H2, H1, dport=25, verdict=3)
+    svc.handle_records(np.concatenate([reject, reject, reject]))
+    assert set(drops(client)) == {k(H2, H1, 6, 40000, 22)}
+
+
+def test_drop_entries_are_limited_oldest_out(client: P4Client) -> None:
+    svc, _ = make(client, drop_offload=3, drop_offload_after=1)
+    svc.load_policy(resolve(load_policy(POLICY)))
+    svc.handle_records(np.concatenate([denied(H2, H1, port) for port in range(100, 105)]))
+    assert set(drops(client)) == {k(H2, H1, 6, 40000, p) for p in (102, 103, 104)}
+    assert svc.counters["drops_offloaded"] == 3  # the first two were never written
+    svc.handle_records(denied(H2, H1, 105))
+    assert set(drops(client)) == {k(H2, H1, 6, 40000, p) for p in (103, 104, 105)}
+    off, _ = make(client, drop_offload=0, drop_offload_after=1)
+    off.handle_records(denied(H3, H1, 106))
+    assert k(H3, H1, 6, 40000, 106) not in drops(client)
+
+
+def test_an_allowed_flow_clears_a_drop_entry_on_its_reply_key(client: P4Client) -> None:
+    resolved = resolve(load_policy(POLICY))
+    svc, _ = make(client, drop_offload_after=1)
+    svc.load_policy(resolved)
+    svc.handle_records(denied(H2, H1, 40000, sport=5001))  # h2 -> h1 is denied ...
+    assert set(drops(client)) == {k(H2, H1, 6, 5001, 40000)}
+    svc.handle_records(record(H1, H2, rule_id=rule_id(resolved, "web")))  # ... its reply is not
+    cache = flow_cache(client)
+    assert set(cache) == {k(H1, H2, 6, 40000, 5001), k(H2, H1, 6, 5001, 40000)}
+    assert all(e.action == names.FLOW_ALLOW for e in cache.values())
+    assert svc.offloaded_drops() == []
+    # and a later drop record on an allowed flow's key never overwrites it
+    svc.handle_records(denied(H2, H1, 40000, sport=5001))
+    assert drops(client) == {} and svc.offloaded_drops() == []
+
+
+def test_policy_change_deletes_drops_the_new_rules_do_not_make(client: P4Client) -> None:
+    svc, _ = make(client, drop_offload_after=1)
+    svc.load_policy(resolve(load_policy(POLICY)))
+    svc.handle_records(np.concatenate([denied(H1, H3, 80), denied(H1, H3, 81)]))
+    assert len(drops(client)) == 2
+    edited = POLICY.replace(
+        "destination: h3, protocol: tcp, ports: [5001]",
+        "destination: h3, protocol: tcp, ports: [80, 5001]",
+    )
+    report = svc.load_policy(resolve(load_policy(edited)))
+    assert report.drops_removed == 1
+    assert set(drops(client)) == {k(H1, H3, 6, 40000, 81)}
+    # a drop record decided by the old rules, arriving after the change, is checked again
+    stale = denied(H1, H3, 80)
+    stale["first_seen_ns"] = 1
+    svc.handle_records(stale)
+    assert set(drops(client)) == {k(H1, H3, 6, 40000, 81)}
+
+
+def test_an_idle_drop_entry_is_deleted(client: P4Client) -> None:
+    svc, ctl = make(client, drop_offload_after=1)
+    svc.load_policy(resolve(load_policy(POLICY)))
+    svc.handle_records(denied(H2, H1, 22))
+    (entry,) = svc.offloaded_drops()
+    svc.on_idle_timeout([entry])
+    assert drops(client) == {} and svc.offloaded_drops() == []
+    assert ctl.deleted == []  # the fast path keeps no state for denied flows: no FLOW_DEL
+
+
+def test_drop_offload_options_are_checked(client: P4Client) -> None:
+    with pytest.raises(ServiceError, match="drop offload"):
+        make(client, drop_offload_after=0)
+    with pytest.raises(ServiceError, match="drop offload"):
+        make(client, drop_offload=-1)
