@@ -290,3 +290,8 @@ def tag_ls(path: str | Path) -> list[dict[str, Any]]:
 def log_recent(path: str | Path, since: int = 0, audit: bool = False, limit: int = 100) -> Reply:
     """The rule log's records after `since` (audit hits only if `audit`): records, last."""
     return request(path, {"op": "log.recent", "since": since, "audit": audit, "limit": limit})
+
+
+def service_stats(path: str | Path) -> Reply:
+    """The firewall service's counters: `controller` (offloads) and `fastpath` (its own)."""
+    return request(path, {"op": "service.stats"})

@@ -825,12 +825,14 @@ def flows(
 
 def _mount_target() -> None:
     from controlplane.cli_log import log
+    from controlplane.cli_service import service
     from controlplane.cli_tags import tag
     from offload.target.cli import target_command
 
     cli.add_command(target_command, "target")
     cli.add_command(tag, "tag")
     cli.add_command(log, "log")
+    cli.add_command(service, "service")
 
 
 _mount_target()

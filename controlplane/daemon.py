@@ -210,6 +210,8 @@ class Daemon:
                 assert agent.inventory is not None
                 self.tags = TagService(agent.inventory, agent.write_inventory_change)
                 self.tags.extra_ops["log.recent"] = self.rule_log.api_recent
+                if self.service is not None:
+                    self.tags.extra_ops["service.stats"] = self.service.api_stats
                 control = ControlServer(self.options.control_socket, self.tags)
                 control.start()
                 stack.callback(control.stop)

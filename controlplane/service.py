@@ -53,7 +53,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -310,6 +310,28 @@ class ServiceController:
         """Flows whose flow_cache entries are written."""
         with self._lock:
             return [o.flow for o in self._offloads.values()]
+
+    def stats(self) -> dict[str, Any]:
+        """The controller's counters and offload figures, and the fast path's own counters
+        (or the error reaching it): what `nicfw service` shows."""
+        with self._lock:
+            latency = sorted(self.offload_latency_ns)
+            controller: dict[str, Any] = dict(self.counters)
+            controller["flows_offloaded_now"] = len(self._offloads)
+            controller["drop_entries_now"] = len(self._drops)
+        for name, q in (("p50", 0.5), ("p99", 0.99)):
+            value = latency[min(len(latency) - 1, int(q * len(latency)))] / 1e6 if latency else 0
+            controller[f"offload_latency_{name}_ms"] = value
+        controller["offload_latency_samples"] = len(latency)
+        try:
+            fastpath: dict[str, Any] = self.fastpath_stats()
+        except (ServiceError, FastPathError, OSError) as exc:
+            fastpath = {"error": str(exc)}
+        return {"controller": controller, "fastpath": fastpath}
+
+    def api_stats(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """The control socket's `service.stats` op."""
+        return {"ok": True, **self.stats()}
 
     def offloaded_drops(self) -> list[Entry]:
         """The flow_drop entries written for denied flows, oldest first."""

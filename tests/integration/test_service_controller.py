@@ -7,6 +7,7 @@ the target, idle-timeout notifications come from its scanner.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -435,3 +436,47 @@ def test_drop_offload_options_are_checked(client: P4Client) -> None:
         make(client, drop_offload_after=0)
     with pytest.raises(ServiceError, match="drop offload"):
         make(client, drop_offload=-1)
+
+
+def test_nicfw_service_shows_the_controller_and_fast_path_counters(
+    client: P4Client, tmp_path: Any
+) -> None:
+    from click.testing import CliRunner
+
+    from controlplane.api import ControlServer, TagService
+    from controlplane.cli import cli
+    from controlplane.inventory import Inventory
+
+    resolved = resolve(load_policy(POLICY))
+    svc, ctl = make(client, drop_offload_after=1)
+    svc.load_policy(resolved)
+    svc.handle_records(record(H1, H2, rule_id=rule_id(resolved, "web")))
+    svc.handle_records(denied(H2, H1, 22))
+    ctl.stats = lambda: {"rx": 7, "drop.default": 1}  # type: ignore[method-assign]
+    tags = TagService(Inventory(load_policy(POLICY)), lambda diff: None)
+    tags.extra_ops["service.stats"] = svc.api_stats
+    path = str(tmp_path / "control.sock")
+    server = ControlServer(path, tags, tick=0.05)
+    server.start()
+    try:
+        out = CliRunner().invoke(cli, ["service", "--json", "--socket", path])
+        assert out.exit_code == 0, out.output
+        stats = json.loads(out.output)
+        assert stats["fastpath"] == {"rx": 7, "drop.default": 1}
+        c = stats["controller"]
+        assert (c["offloaded"], c["flows_offloaded_now"]) == (1, 1)
+        assert (c["drops_offloaded"], c["drop_entries_now"]) == (1, 1)
+        assert c["offload_latency_samples"] == 0  # the test's records carry no first-seen time
+        table = CliRunner().invoke(cli, ["service", "--socket", path])
+        assert table.exit_code == 0 and "drops_offloaded" in table.output and "rx" in table.output
+
+        def unreachable() -> dict[str, Any]:
+            raise OSError("fast path gone")
+
+        ctl.stats = unreachable  # type: ignore[method-assign]
+        gone = json.loads(CliRunner().invoke(cli, ["service", "--json", "--socket", path]).output)
+        assert gone["fastpath"] == {"error": "fast path gone"} and gone["controller"]["offloaded"]
+    finally:
+        server.stop()
+    missing = CliRunner().invoke(cli, ["service", "--socket", str(tmp_path / "none.sock")])
+    assert missing.exit_code != 0 and "cannot reach" in missing.output
