@@ -1,11 +1,17 @@
-"""Benchmark: the nicfw software target's P4Runtime Write rate and packet rate.
+"""Benchmark: the nicfw software target's P4Runtime Write rate, Read time and packet rate.
 
 Write: entries/s for ACL and flow-cache INSERTs in batches of 1, 100 and 1000, through gRPC
 from a client in this process (raw stubs, the requests serialized before the clock starts).
+Read: seconds for a wildcard Read of `--read-entries` entries (half ACL, half flow cache), on
+the target side (the service's responses, serialized) and over gRPC (responses left as bytes):
+the first read after the Write (nothing cached), best of three fresh writes, and a second read;
+each with responses serialized from the stored entries (`offload.target.readwire`, the default)
+and with the message path (NICFW_WIRE_READ=0).
 Packets: frames/s through the pipeline by in-process injection (flow-cache hit, ACL hit behind
 N entries, a parser drop) and by pcap replay (`port1_in.pcap` -> `port2_out.pcap`).
 
-    .venv/bin/python bench/bench_target.py [--entries 20000] [--packets 20000] [--json]
+    .venv/bin/python bench/bench_target.py [--entries 20000] [--read-entries 50000]
+        [--packets 20000] [--json]
 """
 
 from __future__ import annotations
@@ -13,11 +19,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,10 +159,59 @@ def packet_rate(target: SoftwareTarget, frames: list[bytes], port: int = 1) -> f
     return len(frames) / elapsed
 
 
-def run(entries: int, packets: int) -> dict[str, Any]:
+def read_figures(target: SoftwareTarget, session: Session, count: int) -> dict[str, float]:
+    """Wildcard Read times of `count` entries, both paths, target side and over gRPC."""
+    entries = [*acl_entries(count // 2), *flow_entries(count - count // 2)]
+    request = p4r.ReadRequest(device_id=1)
+    request.entities.add().table_entry.table_id = 0
+    service = target.service
+    context: Any = None  # (used only to abort, which a wildcard read does not)
+    over_grpc = session.channel.unary_stream(
+        "/p4.v1.P4Runtime/Read",
+        request_serializer=p4r.ReadRequest.SerializeToString,
+        response_deserializer=None,  # the bytes as received
+    )
+
+    def target_side() -> int:
+        return sum(map(len, service.ReadWire(request, context)))
+
+    def grpc_side() -> int:
+        return sum(map(len, over_grpc(request, timeout=120)))
+
+    out: dict[str, float] = {}
+    for path, setting in (("wire", "1"), ("msg", "0")):
+        saved = os.environ.get("NICFW_WIRE_READ")
+        os.environ["NICFW_WIRE_READ"] = setting
+        try:
+            for where, read in (("target", target_side), ("grpc", grpc_side)):
+                first = []
+                for _ in range(3):
+                    session.reset()
+                    session.write_rate(entries, 1000)
+                    first.append(_timed(read))
+                out[f"read_{path}_{where}_first_s"] = min(first)
+                out[f"read_{path}_{where}_again_s"] = min(_timed(read) for _ in range(3))
+        finally:
+            if saved is None:
+                del os.environ["NICFW_WIRE_READ"]
+            else:
+                os.environ["NICFW_WIRE_READ"] = saved
+    session.reset()
+    return out
+
+
+def _timed(read: Callable[[], int]) -> float:
+    gc.collect()
+    started = time.perf_counter()
+    read()
+    return time.perf_counter() - started
+
+
+def run(entries: int, packets: int, read_entries: int = 50_000) -> dict[str, Any]:
     """Every figure, by name."""
     p4info = text_format.Parse(DEFAULT_P4INFO.read_text(), p4i.P4Info())
     results: dict[str, Any] = {"machine": common.machine(), "entries": entries, "packets": packets}
+    results["read_entries"] = read_entries
     with (
         tempfile.TemporaryDirectory() as tmp,
         SoftwareTarget("127.0.0.1:0", pcap_dir=tmp) as target,
@@ -168,6 +224,7 @@ def run(entries: int, packets: int) -> dict[str, Any]:
                     session.reset()
                     rate = session.write_rate(make(count), batch)
                     results[f"write_{kind}_batch{batch}"] = rate
+            results.update(read_figures(target, session, read_entries))
             session.reset()
             flows = flow_entries(packets)
             session.write_rate(flows, 1000)
@@ -214,6 +271,14 @@ ROWS = [
     ("write_flow_batch1", "Write flow_cache, batch 1", "entries/s", "{:,.0f}"),
     ("write_flow_batch100", "Write flow_cache, batch 100", "entries/s", "{:,.0f}"),
     ("write_flow_batch1000", "Write flow_cache, batch 1000", "entries/s", "{:,.0f}"),
+    ("read_wire_target_first_s", "Read {read_entries:,} entries, target: first", "s", "{:.3f}"),
+    ("read_wire_target_again_s", "  again (TableEntry bytes cached)", "s", "{:.3f}"),
+    ("read_msg_target_first_s", "  message path (NICFW_WIRE_READ=0): first", "s", "{:.3f}"),
+    ("read_msg_target_again_s", "  message path: again", "s", "{:.3f}"),
+    ("read_wire_grpc_first_s", "Read {read_entries:,} entries over gRPC: first", "s", "{:.3f}"),
+    ("read_wire_grpc_again_s", "  again", "s", "{:.3f}"),
+    ("read_msg_grpc_first_s", "  message path: first", "s", "{:.3f}"),
+    ("read_msg_grpc_again_s", "  message path: again", "s", "{:.3f}"),
     ("pps_flow_hit", "packets, flow-cache hit", "pps", "{:,.0f}"),
     ("pps_acl_last_rule", "packets, ACL: last of {acl_entries} entries", "pps", "{:,.0f}"),
     ("pps_parser_drop", "packets, parser drop (runt)", "pps", "{:,.0f}"),
@@ -234,12 +299,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--entries", type=int, default=20_000, help="entries per Write figure")
+    parser.add_argument("--read-entries", type=int, default=50_000, help="entries per Read figure")
     parser.add_argument("--packets", type=int, default=20_000, help="frames per packet figure")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if not 1 <= args.entries <= 65_536 or not 4 <= args.packets <= 65_536:
         parser.error("--entries must be 1..65536 and --packets 4..65536 (table sizes)")
-    results = run(args.entries, args.packets)
+    if not 2 <= args.read_entries <= 131_072:
+        parser.error("--read-entries must be 2..131072 (ACL and flow cache: 65,536 each)")
+    results = run(args.entries, args.packets, args.read_entries)
     print(json.dumps(results, indent=2) if args.json else render(results))
     return 0
 

@@ -28,6 +28,7 @@ from offload.p4wire import WireEncoder
 from offload.proto import p4r, rpc_code
 from offload.target.digests import DigestOp
 from offload.target.pipeline import Pipeline, default_entry
+from offload.target.readwire import StoredEntryEncoder, entity_field
 from offload.target.tables import StoredEntry, Table, TableFull
 
 if TYPE_CHECKING:
@@ -40,6 +41,10 @@ MODIFY = p4r.Update.MODIFY
 DELETE = p4r.Update.DELETE
 
 Undo = Callable[[], None]
+
+
+def _declined(table: str, rec: StoredEntry) -> bytes | None:
+    return None
 
 
 def _invalid(message: str) -> EntityError:
@@ -95,6 +100,7 @@ class EntityStore:
         self._encoder = TableEntryEncoder(self.schema)
         self._wire = WireEncoder(self.schema)
         self._wire_decoder: WireDecoder | None = None  # built on the first bulk Write
+        self._read_encoder: StoredEntryEncoder | None = None  # built on the first wire Read
         self._fast = {
             table_id: (decoder, pipeline.tables[decoder.table.name])
             for table_id, decoder in fast_decoders(self.schema).items()
@@ -437,12 +443,7 @@ class EntityStore:
         every entry of the table (only those of `priority`, if given), `is_default_action`
         reads the default entry. Counters and time since last hit only when asked for.
         """
-        if request.table_id == 0:
-            if request.match or request.is_default_action:
-                raise _invalid("a read over all tables (table_id 0) takes no match")
-            tables = list(self.pipeline.tables.values())
-        else:
-            tables = [self._table(request.table_id)]
+        tables = self._read_tables(request)
         if request.is_default_action:
             rec = tables[0].default
             assert rec is not None
@@ -453,6 +454,48 @@ class EntityStore:
         for table, rec in self._select(tables, request):
             selected.append((table, rec, rec.packets, rec.bytes, rec.last_hit))
         return self._render_table(selected, with_counter, with_hit)
+
+    def read_table_fields(self, request: p4r.TableEntry) -> Iterator[bytes] | None:
+        """`read_table`'s entities as serialized ReadResponse `entities` fields (the same
+        bytes); None for the reads it leaves to `read_table`: the default entry, counter data,
+        time since last hit. Selects now, encodes lazily, raises what `read_table` raises."""
+        if (
+            request.is_default_action
+            or request.HasField("counter_data")
+            or request.HasField("time_since_last_hit")
+        ):
+            return None
+        selected = list(self._select(self._read_tables(request), request))
+        return self._render_fields(selected)
+
+    def _render_fields(self, selected: list[tuple[Table, StoredEntry]]) -> Iterator[bytes]:
+        encoder = self._read_encoder
+        if encoder is None:
+            encoder = self._read_encoder = StoredEntryEncoder(self.schema)
+        encode = encoder.table_entry
+        for table, rec in selected:
+            data = rec.wire
+            if data is None:
+                try:
+                    data = encode(table.name, rec)
+                except Exception:  # a bug there must not fail Reads: messages from here on
+                    log.exception("encoding a stored entry failed; encoding messages instead")
+                    encode = _declined
+                    data = None
+                if data is None:  # (`encode_into` caches the bytes it serializes)
+                    self.encode_into(rec, p4r.TableEntry())
+                    data = rec.wire
+                    assert data is not None
+                else:
+                    rec.wire = data
+            yield entity_field(data)
+
+    def _read_tables(self, request: p4r.TableEntry) -> list[Table]:
+        if request.table_id == 0:
+            if request.match or request.is_default_action:
+                raise _invalid("a read over all tables (table_id 0) takes no match")
+            return list(self.pipeline.tables.values())
+        return [self._table(request.table_id)]
 
     def _table(self, table_id: int) -> Table:
         try:

@@ -23,6 +23,7 @@ from offload.p4entity import EntityError, gc_paused
 from offload.p4schema import ControllerHeaderInfo, P4Schema
 from offload.p4values import encode_int
 from offload.proto import p4r, p4r_grpc, rpc_code, rpc_status
+from offload.target import readwire
 from offload.target.arbitration import Arbiter, ArbitrationError, Session, election_int
 from offload.target.config import ConfigError, PipelineConfig, check_p4info
 from offload.target.entities import EntityStore, Op, Undo
@@ -319,6 +320,39 @@ class P4RuntimeService(p4r_grpc.P4RuntimeServicer):
         if response.entities:
             yield response
 
+    def ReadWire(self, request: p4r.ReadRequest, context: grpc.ServicerContext) -> Iterator[bytes]:
+        """Read, each ReadResponse serialized here (see `add_to_server`): table entries from
+        their stored bytes (`EntityStore.read_table_fields`), other entities as messages; the
+        same chunks as `Read`. NICFW_WIRE_READ=0: `Read`'s messages, serialized."""
+        if not readwire.enabled():
+            for response in self.Read(request, context):
+                yield response.SerializeToString()
+            return
+        self._check_device(request.device_id, context)
+        entities = self._entities(context)
+        results: list[Iterator[bytes]] = []
+        try:
+            with self.target.lock:
+                for entity in request.entities:
+                    fields = None
+                    if entity.WhichOneof("entity") == "table_entry":
+                        fields = entities.read_table_fields(entity.table_entry)
+                    if fields is None:
+                        selected = self._select(entities, entity, context)
+                        fields = map(readwire.message_field, selected)
+                    results.append(fields)
+        except EntityError as exc:
+            _abort(context, status_code(exc.code), str(exc))
+        chunk: list[bytes] = []
+        for result in results:
+            for field in result:
+                chunk.append(field)
+                if len(chunk) >= READ_CHUNK:
+                    yield b"".join(chunk)
+                    chunk = []
+        if chunk:
+            yield b"".join(chunk)
+
     def _select(
         self, entities: EntityStore, entity: p4r.Entity, context: grpc.ServicerContext
     ) -> Iterator[p4r.Entity]:
@@ -516,7 +550,8 @@ def _parse_write(data: bytes) -> tuple[p4r.WriteRequest, bytes]:
 
 def add_to_server(service: P4RuntimeService, server: grpc.Server) -> None:
     """Register the service, as `p4r_grpc.add_P4RuntimeServicer_to_server` does, except that
-    Write also gets the request's wire bytes (`EntityStore.prepare_all` decodes from them)."""
+    Write also gets the request's wire bytes (`EntityStore.prepare_all` decodes from them) and
+    Read's responses are serialized by the service (`P4RuntimeService.ReadWire`)."""
     unary, stream = grpc.unary_unary_rpc_method_handler, grpc.unary_stream_rpc_method_handler
     handlers = {
         "Write": unary(
@@ -525,9 +560,9 @@ def add_to_server(service: P4RuntimeService, server: grpc.Server) -> None:
             response_serializer=p4r.WriteResponse.SerializeToString,
         ),
         "Read": stream(
-            service.Read,
+            service.ReadWire,
             request_deserializer=p4r.ReadRequest.FromString,
-            response_serializer=p4r.ReadResponse.SerializeToString,
+            response_serializer=None,  # ReadWire yields serialized ReadResponses
         ),
         "SetForwardingPipelineConfig": unary(
             service.SetForwardingPipelineConfig,
