@@ -689,8 +689,46 @@ class P4Client:
         """The entries of one table (all tables when None); with their counters if asked."""
         with gc_paused():
             if not with_counters:
+                entries = self._read_wire(schema, table)
+                if entries is not None:
+                    return entries
                 return [e for e, _ in self._read_entries(schema, table, False)]
             return [(e, c or Counts(0, 0)) for e, c in self._read_entries(schema, table, True)]
+
+    def _read_wire(self, schema: P4Schema, table: str | None) -> list[Entry] | None:
+        """`read_table_entries` decoded from the responses' bytes; None without that path.
+
+        The path needs the channel (a stub alone reads messages) and the numba kernel, which
+        loads in the background on first use: until then reads take the message path.
+        """
+        if self._channel is None:
+            return None
+        # Imported here: the kernel's module pulls in the target's wire decoder, which
+        # a client that never reads does not need.
+        from offload import p4readwire
+
+        kernel = p4readwire.kernel()
+        if kernel is None:
+            return None
+        entity = p4r.Entity()
+        entity.table_entry.table_id = schema.table(table).id if table is not None else 0
+        request = p4r.ReadRequest(device_id=self.device_id, entities=[entity])
+        read = self._channel.unary_stream(
+            "/p4.v1.P4Runtime/Read",
+            request_serializer=p4r.ReadRequest.SerializeToString,
+            response_deserializer=None,  # each ReadResponse as its bytes
+        )
+        decoder = p4readwire.ReadDecoder(schema)
+        entries: list[Entry] = []
+        responses = read(request, timeout=self.timeout)
+        try:
+            for data in responses:
+                entries.extend(decoder.decode(data, kernel))
+        except grpc.RpcError as exc:
+            raise self._error("Read", exc) from None
+        finally:
+            responses.cancel()  # a response that failed to decode ends the call
+        return entries
 
     def read_direct_counters(self, schema: P4Schema, table: str = ACL) -> dict[Entry, Counts]:
         """Each entry of `table` (the ACL by default) with its direct counter's value."""

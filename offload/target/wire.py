@@ -10,8 +10,9 @@ prepares them from the parsed message, so errors keep their one code and message
 (tests/unit/test_target_wire.py checks ops and errors against `prepare`).
 
 The kernel compiles (or loads from numba's cache) in a background thread on first use; Writes
-take the usual path until it is ready, so no Write ever waits for a compiler. NICFW_WIRE_DECODE=0
-turns the path off.
+take the usual path until it is ready, so no Write ever waits for a compiler. The same kernel
+file decodes the client's Read responses (`offload.p4readwire`, `decode_entities`), loaded the
+same way. NICFW_WIRE_DECODE=0 turns both paths off.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ MAX_WIDTH = 128  # wider keys or params: that table always takes the usual path
 MAX_PACKED_BITS = 64 * 8
 
 # The kernel's key kinds (offload.target.wirekernel K_*), by p4decode's.
-_KIND = {
+KERNEL_KIND = {
     p4decode.EXACT: 0,
     p4decode.LPM: 1,
     p4decode.TERNARY: 2,
@@ -54,10 +55,17 @@ Kernel = Callable[..., int]
 
 
 # ---------------------------------------------------------------------- the kernel
-class _Loader:
-    """Compile or load the kernel once per process, in the background unless asked to wait."""
+class KernelLoader:
+    """Compile or load one kernel once per process, in the background unless asked to wait.
 
-    def __init__(self) -> None:
+    `name` is the kernel's function in `offload.target.wirekernel`; `warm` calls it once with
+    arrays of the real types; `role` names what takes the usual path without it ("Writes").
+    """
+
+    def __init__(self, name: str, warm: Callable[[Kernel], None], role: str) -> None:
+        self.name = name
+        self.warm = warm
+        self.role = role
         self.lock = threading.Lock()
         self.kernel: Kernel | None = None
         self.failed = False
@@ -71,15 +79,17 @@ class _Loader:
                 try:
                     from offload.target import wirekernel
 
-                    kernel: Kernel = wirekernel.decode_updates
-                    _warm(kernel)
+                    kernel: Kernel = getattr(wirekernel, self.name)
+                    self.warm(kernel)
                 except Exception:  # no numba, or it cannot compile here: the usual path
-                    log.warning("wire decoding unavailable; Writes decode messages", exc_info=True)
+                    log.warning(
+                        "wire decoding unavailable; %s decode messages", self.role, exc_info=True
+                    )
                     self.failed = True
                     return None
                 self.load_s = time.perf_counter() - started
                 self.kernel = kernel
-                log.info("wire decoder ready in %.2f s", self.load_s)
+                log.info("wire decoder for %s ready in %.2f s", self.role, self.load_s)
             return self.kernel
 
     def get(self, wait: bool) -> Kernel | None:
@@ -89,12 +99,11 @@ class _Loader:
             return self.load()
         with self.lock:
             if self.thread is None:
-                self.thread = threading.Thread(target=self.load, name="nicfw-wire", daemon=True)
+                self.thread = threading.Thread(
+                    target=self.load, name=f"nicfw-wire-{self.name}", daemon=True
+                )
                 self.thread.start()
         return None
-
-
-_loader = _Loader()
 
 
 def enabled() -> bool:
@@ -139,6 +148,9 @@ def _warm(kernel: Kernel) -> None:
     kernel(np.frombuffer(b"", np.uint8), *spec, *_outputs(1, 1, 1, 1))
 
 
+_loader = KernelLoader("decode_updates", _warm, "Writes")
+
+
 # ---------------------------------------------------------------------- per-table plans
 @dataclass(slots=True)
 class _Plan:
@@ -174,7 +186,7 @@ def _offsets(decoder: FastTableDecoder) -> list[int]:
     return offsets
 
 
-def _ints(hi: np.ndarray, lo: np.ndarray) -> list[int]:
+def column_ints(hi: np.ndarray, lo: np.ndarray) -> list[int]:
     """Python ints from 64-bit halves, a column at a time."""
     if hi.any():
         return [h << 64 | v for h, v in zip(hi.tolist(), lo.tolist(), strict=True)]
@@ -216,8 +228,8 @@ class WireDecoder:
                         pack, len(decoder.actions))  # fmt: skip
             keys = [(0, 0)] * decoder.size
             for fid, (i, width, kind, _full) in decoder.fields.items():
-                kspec[t, i] = (fid, _KIND[kind], width, offsets[i])
-                keys[i] = (_KIND[kind], width)
+                kspec[t, i] = (fid, KERNEL_KIND[kind], width, offsets[i])
+                keys[i] = (KERNEL_KIND[kind], width)
             counts = []
             for j, (aid, (name, params, count)) in enumerate(sorted(decoder.actions.items())):
                 acts[t, j] = len(slots)
@@ -284,14 +296,14 @@ class WireDecoder:
         pres_all = present[rows]
         for k, (kind, _width) in enumerate(plan.keys):
             sub = kvs[:, k]
-            first = _ints(sub[:, 0], sub[:, 1])
+            first = column_ints(sub[:, 0], sub[:, 1])
             col: list[Any]
             if kind in (_EXACT, _OPTIONAL):
                 col = first
             elif kind == _LPM:
                 col = list(zip(first, sub[:, 3].tolist(), strict=True))
             else:
-                col = list(zip(first, _ints(sub[:, 2], sub[:, 3]), strict=True))
+                col = list(zip(first, column_ints(sub[:, 2], sub[:, 3]), strict=True))
             if kind != _EXACT:
                 pres = pres_all[:, k]
                 if not pres.all():
@@ -325,7 +337,7 @@ class WireDecoder:
         anames = [names[a] for a in slots]
         if plan.max_params:
             pvs = pv[rows]
-            pcols = [_ints(pvs[:, j, 0], pvs[:, j, 1]) for j in range(plan.max_params)]
+            pcols = [column_ints(pvs[:, j, 0], pvs[:, j, 1]) for j in range(plan.max_params)]
             args: list[tuple[int, ...]] = list(zip(*pcols, strict=True))
             if not plan.same_nparams:
                 counts = self.nparams

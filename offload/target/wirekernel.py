@@ -602,3 +602,73 @@ def decode_updates(
     if pos != end:
         return -1
     return u
+
+
+@numba.njit(nogil=True, cache=True)
+def _long_tag_run(buf: np.ndarray, start: int, end: int) -> bool:
+    """Whether buf[start:end] holds four 0x80 bytes in a row.
+
+    A tag the decoders accept is below 128, so one spelled in more than five bytes (which upb
+    refuses, and `_varint` reads) carries at least four such bytes; a value may too, and then
+    the entry merely takes the usual path.
+    """
+    run = 0
+    for p in range(start, end):
+        if buf[p] == 0x80:
+            run += 1
+            if run == 4:
+                return True
+        else:
+            run = 0
+    return False
+
+
+@numba.njit(nogil=True, cache=True)
+def decode_entities(
+    buf: np.ndarray,
+    tables: np.ndarray,
+    keys: np.ndarray,
+    acts: np.ndarray,
+    aspec: np.ndarray,
+    pspec: np.ndarray,
+    ok: np.ndarray,
+    out_t: np.ndarray,
+    out_a: np.ndarray,
+    prio: np.ndarray,
+    idle: np.ndarray,
+    present: np.ndarray,
+    kv: np.ndarray,
+    pv: np.ndarray,
+) -> int:
+    """Decode every entity of a serialized ReadResponse into its row; the number of entities.
+
+    Returns -1 if the response holds anything but `entities` (field 1) spelled plainly (then no
+    row counts). Entities beyond the rows given are counted, not decoded (call once with no
+    rows to size them). Rows have ok[u] = 1 where the entity is a table entry (and nothing
+    else) decoded completely, as an INSERT of it would be; the others are left to the caller.
+    """
+    n = ok.shape[0]
+    spans = np.empty((MAX_MATCHES, 2), np.int64)
+    pseen = np.zeros(pspec.shape[1] + 1, np.uint8)
+    tw = np.zeros((1, 2, 1), np.uint64)  # packed identities: not asked for (TB_PACK = 0)
+    insert = np.int64(1)
+    end = buf.shape[0]
+    pos = 0
+    u = 0
+    while pos < end:
+        if buf[pos] != 1 << 3 | 2:  # a tag other than `entities` in its one-byte spelling
+            return -1
+        es, ee = _span(buf, pos + 1, end)
+        if es < 0:
+            return -1
+        pos = ee
+        if u < n and ee - es >= 2 and buf[es] == 2 << 3 | 2:  # Entity: only table_entry
+            ts, te = _span(buf, es + 1, ee)
+            plain = ts >= 0 and te == ee and not _long_tag_run(buf, ts, te)
+            if plain and _table_entry(
+                buf, ts, te, u, insert, tables, keys, acts, aspec, pspec, out_t, out_a, prio,
+                idle, present, kv, pv, tw, spans, pseen,
+            ):  # fmt: skip
+                ok[u] = 1
+        u += 1
+    return u
