@@ -16,6 +16,9 @@ TCP (data offset, non-zero ports, flag combinations that no real stack sends), U
 non-zero destination port), ICMP/ICMPv6 keyed as the pipeline does (source port = identifier,
 destination port = type << 8 | code); other protocols and non-first fragments have ports 0.
 A frame that fails any check gets `valid = 0` in its header, which no rule ever matches.
+
+`quote_key` reads the packet an ICMP error quotes, keyed the same way (service_parse_quote in
+service.c): the verdict loop uses it to find the connection the error is about.
 """
 
 from __future__ import annotations
@@ -204,6 +207,46 @@ def _parse_ipv4(f: np.ndarray, length: int, hdr: np.ndarray, info: np.ndarray, i
 
 
 @kernel
+def _ipv6_walk(f: np.ndarray, end: int, cur: int, nh: int) -> tuple[bool, int, int, int]:
+    """Walk the extension headers from f[cur] (next header nh), never past end.
+
+    -> (chain accepted, offset and protocol of the upper layer, FRAG_* state); stops after a
+    fragment header whose offset is not 0 (FRAG_LATER: no L4 header follows).
+    """
+    frag = FRAG_NONE
+    k = 0
+    while True:
+        ext = nh == 0 or nh == 43 or nh == 60 or nh == 51 or nh == 44
+        if ext and k == IPV6_MAX_EXT:
+            return False, cur, nh, frag  # a longer chain only serves to hide the L4 header
+        if nh == 0 or nh == 43 or nh == 60 or nh == 51:
+            if cur + 8 > end:
+                return False, cur, nh, frag
+            hlen = (int(f[cur + 1]) + 2) * 4 if nh == 51 else (int(f[cur + 1]) + 1) * 8
+            if cur + hlen > end:
+                return False, cur, nh, frag
+            if nh == 0 and k != 0:
+                return False, cur, nh, frag  # hop-by-hop only directly after the header
+            if nh == 43 and f[cur + 2] == 0:
+                return False, cur, nh, frag  # routing header type 0 (RFC 5095)
+            nh = int(f[cur])
+            cur += hlen
+        elif nh == 44:
+            if cur + 8 > end:
+                return False, cur, nh, frag
+            fo = _be16(f, cur + 2) >> 3
+            more = (f[cur + 3] & 1) != 0
+            nh = int(f[cur])
+            cur += 8
+            frag = FRAG_LATER if fo != 0 else (FRAG_FIRST if more else FRAG_NONE)
+            if fo != 0:
+                return True, cur, nh, frag
+        else:
+            return True, cur, nh, frag
+        k += 1
+
+
+@kernel
 def _parse_ipv6(f: np.ndarray, length: int, hdr: np.ndarray, info: np.ndarray, i: int) -> int:
     off = np.int64(info[i].l3_off)
     if off + 40 > length:
@@ -227,46 +270,19 @@ def _parse_ipv6(f: np.ndarray, length: int, hdr: np.ndarray, info: np.ndarray, i
     hdr[i].src_hi, hdr[i].src_lo, hdr[i].dst_hi, hdr[i].dst_lo = sh, sl, dh, dl
     info[i].is_v6 = 1
     info[i].l3_len = 40 + plen
-    cur = off + 40
     end = off + 40 + plen
-    first_frag = False
-    k = 0
-    while True:
-        ext = nh == 0 or nh == 43 or nh == 60 or nh == 51 or nh == 44
-        if ext and k == IPV6_MAX_EXT:
-            return DROP_BAD_IPV6  # a longer chain only serves to hide the L4 header
-        if nh == 0 or nh == 43 or nh == 60 or nh == 51:
-            if cur + 8 > end:
-                return DROP_BAD_IPV6
-            hlen = (np.int64(f[cur + 1]) + 2) * 4 if nh == 51 else (np.int64(f[cur + 1]) + 1) * 8
-            if cur + hlen > end:
-                return DROP_BAD_IPV6
-            if nh == 0 and k != 0:
-                return DROP_BAD_IPV6  # hop-by-hop only directly after the header
-            if nh == 43 and f[cur + 2] == 0:
-                return DROP_BAD_IPV6  # routing header type 0 (RFC 5095)
-            nh = np.int64(f[cur])
-            cur += hlen
-        elif nh == 44:
-            if cur + 8 > end:
-                return DROP_BAD_IPV6
-            fo = _be16(f, cur + 2) >> 3
-            more = (f[cur + 3] & 1) != 0
-            nh = np.int64(f[cur])
-            cur += 8
-            info[i].frag = FRAG_LATER if fo != 0 else (FRAG_FIRST if more else FRAG_NONE)
-            if fo != 0:
-                hdr[i].proto = nh
-                info[i].l4_off = 0
-                return PARSE_OK
-            first_frag = more
-        else:
-            break
-        k += 1
+    ok, cur, nh, frag = _ipv6_walk(f, end, off + 40, nh)
+    if not ok:
+        return DROP_BAD_IPV6
+    info[i].frag = frag
+    if frag == FRAG_LATER:
+        hdr[i].proto = nh
+        info[i].l4_off = 0
+        return PARSE_OK
     hdr[i].proto = nh
     info[i].l4_off = cur
     info[i].l4_len = end - cur
-    return _parse_l4(f, hdr, info, i, first_frag)
+    return _parse_l4(f, hdr, info, i, frag == FRAG_FIRST)
 
 
 @kernel
@@ -305,6 +321,103 @@ def _parse_one(f: np.ndarray, encapsulated: bool, hdr: np.ndarray, info: np.ndar
     if etype == 0x86DD:
         return _parse_ipv6(f, length, hdr, info, i)
     return DROP_NON_IP
+
+
+@kernel
+def _sum16(f: np.ndarray, start: int, length: int) -> np.int64:
+    """One's-complement sum (unfolded) of f[start : start + length]; an odd last byte is padded."""
+    total = np.int64(0)
+    for k in range(start, start + length - 1, 2):
+        total += _be16(f, k)
+    if length & 1:
+        total += np.int64(f[start + length - 1]) << 8
+    return total
+
+
+@kernel
+def _icmp_error_checks(f: np.ndarray, info: np.ndarray, i: int) -> bool:
+    """Is frame i's ICMP(v6) message an error about a packet that may belong to a connection?"""
+    l4 = np.int64(info[i].l4_off)
+    n = np.int64(info[i].l4_len)
+    if l4 == 0 or info[i].frag != FRAG_NONE:
+        return False  # errors are never fragmented (576/1280-byte limits): a fragment is not one
+    t = np.int64(info[i].icmp_type)
+    total = np.int64(0)
+    if info[i].is_v6:
+        if t < 1 or t > 4:
+            return False
+        total = _sum16(f, np.int64(info[i].l3_off) + 8, 32) + n + 58  # pseudo-header
+    elif t != 3 and t != 11 and t != 12:
+        return False  # redirect, source quench (RFC 6633) and the rest are no errors to pass
+    total += _sum16(f, l4, n)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF
+
+
+@kernel
+def quote_key(f: np.ndarray, info: np.ndarray, i: int, q: np.ndarray, j: int) -> bool:
+    """Key the packet quoted by frame f's ICMP error (info[i]) into q[j] (service_parse_quote).
+
+    Errors are IPv4 types 3, 11, 12 and ICMPv6 types 1-4, not fragmented, with a good ICMP
+    checksum. The quote is keyed as the parser keys a packet: its IP header (the outer IP
+    version, IHL respected, extension headers walked), then TCP/UDP ports, an echo's identifier
+    and type << 8 | code, or ports 0 for other protocols; every read bounded by the ICMP message.
+    False when frame i is no such error or the quote does not check out: truncated, another IP
+    version, a later fragment, an ICMP message other than an echo (no error quoting an error).
+    """
+    if not _icmp_error_checks(f, info, i):
+        return False
+    cur = np.int64(info[i].l4_off) + 8
+    end = np.int64(info[i].l4_off) + np.int64(info[i].l4_len)
+    v6 = info[i].is_v6 != 0
+    h = q[j]
+    h.sport = 0
+    h.dport = 0
+    if not v6:
+        if cur + 20 > end:
+            return False
+        ihl = (np.int64(f[cur]) & 0x0F) * 4
+        if (f[cur] >> 4) != 4 or ihl < 20 or cur + ihl > end:
+            return False
+        if _be16(f, cur + 6) & 0x1FFF:
+            return False  # a later fragment: no ports to key it by
+        nh = np.int64(f[cur + 9])
+        tag = np.uint64(0xFFFF) << np.uint64(32)
+        h.src_hi = np.uint64(0)
+        h.dst_hi = np.uint64(0)
+        h.src_lo = tag | (_be64(f, cur + 8) & np.uint64(0xFFFFFFFF))
+        h.dst_lo = tag | (_be64(f, cur + 12) & np.uint64(0xFFFFFFFF))
+        cur += ihl
+    else:
+        if cur + 40 > end or (f[cur] >> 4) != 6:
+            return False
+        sh, sl = _be64(f, cur + 8), _be64(f, cur + 16)
+        dh, dl = _be64(f, cur + 24), _be64(f, cur + 32)
+        mapped = np.uint64(0xFFFF)
+        if (sh == 0 and (sl >> np.uint64(32)) == mapped) or (
+            dh == 0 and (dl >> np.uint64(32)) == mapped
+        ):
+            return False  # would name an IPv4 connection
+        h.src_hi, h.src_lo, h.dst_hi, h.dst_lo = sh, sl, dh, dl
+        ok, cur, nh, frag = _ipv6_walk(f, end, cur + 40, np.int64(f[cur + 6]))
+        if not ok or frag == FRAG_LATER:
+            return False
+    h.proto = nh
+    if nh == 6 or nh == 17:
+        if end - cur < 8:
+            return False
+        h.sport = _be16(f, cur)
+        h.dport = _be16(f, cur + 2)
+    elif (nh == 1 and not v6) or (nh == 58 and v6):  # ICMP of the other version: ports 0
+        if end - cur < 8:
+            return False
+        t = f[cur]
+        if not ((t == 128 or t == 129) if v6 else (t == 8 or t == 0)):
+            return False  # only an echo has a connection
+        h.sport = _be16(f, cur + 4)
+        h.dport = _be16(f, cur)
+    return True
 
 
 @kernel

@@ -94,6 +94,7 @@ class Datapath:
         self.recs = np.zeros(RECORD_RING, dtype=FLOW_RECORD_DTYPE)
         self.rmeta = np.zeros(1, dtype=np.int64)
         self.stats = np.zeros(k.STATS_WORDS, dtype=np.int64)
+        self.quote = np.zeros(1, dtype=HEADER_DTYPE)  # an ICMP error's quoted packet
         self.counters = {"rx": 0, "tx": 0, "tx_fail": 0, "reject_sent": 0}
         self.counters["reject_suppressed"] = 0
         self.kcfg = np.zeros(k.CFG_WORDS, dtype=np.int64)
@@ -139,6 +140,9 @@ class Datapath:
         out_rule = np.zeros(n, dtype=np.uint32)
         c = self.ctt
         k.decide_batch(
+            data,
+            offsets,
+            self.quote,
             hdrs,
             info,
             lengths,
@@ -342,6 +346,7 @@ class Datapath:
             ct_full=int(s[k.S_CT_FULL]),
             ct_end=int(s[k.S_CT_END]),
             ct_expired=int(s[k.S_CT_EXPIRED]),
+            ct_related=int(s[k.S_CT_RELATED]),
             records=int(s[k.S_RECORDS]),
             records_lost=int(s[k.S_RECORDS_LOST]),
             flows_active=self.ctt.count,

@@ -12,7 +12,7 @@ import numpy as np
 
 from dpdk_app import packets
 from dpdk_app.layout import ACT_ALLOW, ACT_DROP, ACT_REJECT, EV_END, EV_NEW
-from dpdk_app.packets import FRAG_LATER, PARSE_OK
+from dpdk_app.packets import FRAG_LATER, PARSE_OK, quote_key
 from dpdk_app.pyservice.jit import kernel
 from dpdk_app.pyservice.tables import (
     M_CURSOR,
@@ -53,6 +53,7 @@ CFG_WORDS = 10
 # stats: counters the kernels advance (then drop.<reason> at S_DROP + code).
 S_ALLOWED, S_DROPPED, S_REJECTED, S_CT_HIT, S_CT_NEW = 0, 1, 2, 3, 4
 S_CT_FULL, S_CT_END, S_CT_EXPIRED, S_RECORDS, S_RECORDS_LOST = 5, 6, 7, 8, 9
+S_CT_RELATED = 10
 S_DROP = 16
 STATS_WORDS = S_DROP + len(DROP_NAMES)
 
@@ -411,7 +412,42 @@ def _track_kind(cfg: np.ndarray, proto: int, flags: int, dport: int) -> int:
 
 
 @kernel
+def _related(
+    data: np.ndarray,
+    offsets: np.ndarray,
+    hdrs: np.ndarray,
+    info: np.ndarray,
+    i: int,
+    quote: np.ndarray,
+    now: int,
+    ct: np.ndarray,
+    index: np.ndarray,
+    keys: np.ndarray,
+    probe: int,
+    seed: int,
+) -> int:
+    """Entry of the connection the ICMP error i reports on (RELATED), or -1 (datapath.c).
+
+    The quoted packet's tuple is a live connection (a TCP one not CLOSED) and the error travels
+    toward the quoted packet's sender. Read only: the probe key is packet i's own again after.
+    """
+    p = -1
+    if quote_key(data[offsets[i] : offsets[i + 1]], info, i, quote, 0) and (
+        quote[0].src_hi == hdrs[i].dst_hi and quote[0].src_lo == hdrs[i].dst_lo
+    ):
+        make_key(keys, probe, quote, 0)
+        p = tbl_find(index, keys, probe, np.uint64(seed))
+        if p >= 0 and (now >= ct[p].expire_ns or (ct[p].proto == 6 and ct[p].state == CT_CLOSED)):
+            p = -1
+        make_key(keys, probe, hdrs, i)
+    return p
+
+
+@kernel
 def decide_batch(
+    data: np.ndarray,
+    offsets: np.ndarray,
+    quote: np.ndarray,
     hdrs: np.ndarray,
     info: np.ndarray,
     lengths: np.ndarray,
@@ -434,8 +470,10 @@ def decide_batch(
 ) -> None:
     """The verdict of every packet of a parsed and classified batch, in arrival order.
 
-    act/rid: the winning rule's action and id (0, 0 for none); frag_ok: 1 where a non-first
-    fragment is allowed by a port-wildcard allow rule (rid is then that rule).
+    data/offsets: the batch's frames (packets.pack_frames), read for ICMP errors' quotes; quote:
+    one spare HEADER_DTYPE record. act/rid: the winning rule's action and id (0, 0 for none);
+    frag_ok: 1 where a non-first fragment is allowed by a port-wildcard allow rule (rid is then
+    that rule).
     """
     probe = keys.shape[0] - 1
     seed = cfg[C_SEED]
@@ -447,6 +485,9 @@ def decide_batch(
         length = np.int64(lengths[i])
         if why == PARSE_OK:
             why, f, r = _decide_one(
+                data,
+                offsets,
+                quote,
                 hdrs,
                 info,
                 i,
@@ -482,6 +523,9 @@ def decide_batch(
 
 @kernel
 def _decide_one(
+    data: np.ndarray,
+    offsets: np.ndarray,
+    quote: np.ndarray,
     hdrs: np.ndarray,
     info: np.ndarray,
     i: int,
@@ -540,6 +584,13 @@ def _decide_one(
         if not ct[p].ended:  # CT_RESTART: forget it, classify as new
             emit_entry(ct, p, EV_END, recs, rmeta, stats, wall)
         ct_remove(ct, index, keys, free, meta, p, seed)
+
+    proto = hdrs[i].proto
+    if (proto == 1 or proto == 58) and info[i].l4_off != 0:
+        p = _related(data, offsets, hdrs, info, i, quote, now, ct, index, keys, probe, seed)
+        if p >= 0:
+            stats[S_CT_RELATED] += 1
+            return 0, FATE_FORWARD, int(ct[p].rule_id)
 
     if not have_rules:
         return DROP_NO_RULES, FATE_DROP, 0

@@ -181,8 +181,10 @@ do_stats(struct client *c)
 		 LD(s->rejected), LD(s->reject_sent), LD(s->reject_suppressed));
 	json_add(&j, "\"ct_hit\":%lu,\"ct_new\":%lu,\"ct_full\":%lu,\"ct_end\":%lu,", LD(s->ct_hit),
 		 LD(s->ct_new), LD(s->ct_full), LD(s->ct_end));
-	json_add(&j, "\"ct_expired\":%lu,\"records\":%lu,\"records_lost\":%lu,\"commands\":%lu,",
-		 LD(s->ct_expired), LD(s->records), LD(s->records_lost), LD(s->commands));
+	json_add(&j, "\"ct_expired\":%lu,\"ct_related\":%lu,", LD(s->ct_expired),
+		 LD(s->ct_related));
+	json_add(&j, "\"records\":%lu,\"records_lost\":%lu,\"commands\":%lu,", LD(s->records),
+		 LD(s->records_lost), LD(s->commands));
 	json_add(&j, "\"flows_active\":%u,\"flows_capacity\":%u,\"identities\":%u,",
 		 LD(C.dp->ct.count), C.dp->ct.capacity, LD(C.dp->ident.count));
 	json_add(&j, "\"records_pending\":%u,\"subscribers\":%d,", rte_ring_count(C.dp->rec_ring),

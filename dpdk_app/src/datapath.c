@@ -4,8 +4,9 @@
  * A burst is decided in three passes: parse every frame, classify every parsed key in one call
  * (classification does not depend on connection state), then apply conntrack and the verdict to
  * the packets in arrival order, so that a SYN and its SYN-ACK in one burst behave as if they had
- * come one by one. Verdict order: a tracked connection forwards (or ends); otherwise the rule
- * set decides: allow (track it, NEW record), drop, reject. Malformed frames never get that far.
+ * come one by one. Verdict order: a tracked connection forwards (or ends); an ICMP error about a
+ * tracked connection forwards as related; otherwise the rule set decides: allow (track it, NEW
+ * record), drop, reject. Malformed frames never get that far.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -13,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <rte_branch_prediction.h>
+#include <rte_common.h>
 #include <rte_cycles.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
@@ -186,10 +189,34 @@ track_kind(const struct datapath *dp, const struct nicfw_pkt *pi)
 
 enum fate { FORWARD, DROP, REJECT };
 
+/*
+ * The tracked connection an ICMP error reports on (RELATED, as nf_conntrack_inet_error finds it):
+ * the quoted packet's tuple is a live connection (a TCP one not CLOSED), and the error travels
+ * toward the quoted packet's sender. Read only: the connection's state, counters and timeout stay
+ * as they were. NULL when the packet is no such error.
+ */
+static __rte_noinline const struct ct_entry *
+related_entry(struct datapath *dp, const uint8_t *frame, const struct nicfw_pkt *pi,
+	      uint64_t now)
+{
+	const struct ct_entry *e;
+	struct nicfw_key q;
+	struct ct_key ck;
+	uint8_t src_is_b;
+
+	if (!service_parse_quote(frame, pi, &q) || memcmp(q.src, pi->key.dst, 16) != 0)
+		return NULL;
+	ct_make_key(&q, &ck, &src_is_b);
+	e = ct_lookup(&dp->ct, &ck, NULL);
+	if (e == NULL || ct_expired(e, now) || (e->key.proto == 6 && e->state == CT_TCP_CLOSED))
+		return NULL;
+	return e;
+}
+
 /* The verdict of one parsed packet; *rule_id is the deciding rule, *why the drop reason. */
 static enum fate
-decide(struct datapath *dp, const struct nicfw_pkt *pi, uint32_t result, uint32_t len,
-       uint64_t now, uint32_t *rule_id, int *why)
+decide(struct datapath *dp, const uint8_t *frame, const struct nicfw_pkt *pi, uint32_t result,
+       uint32_t len, uint64_t now, uint32_t *rule_id, int *why)
 {
 	const struct nicfw_ruleset *rs = dp->rs;
 	struct ct_entry *e;
@@ -240,6 +267,15 @@ decide(struct datapath *dp, const struct nicfw_pkt *pi, uint32_t result, uint32_
 				dp_emit_entry(dp, e, NICFW_EV_END);
 			ct_delete(&dp->ct, e);
 			break;
+		}
+	}
+
+	if (unlikely((pi->key.proto == 1 || pi->key.proto == 58) && pi->l4_off != 0)) {
+		const struct ct_entry *rel = related_entry(dp, frame, pi, now);
+		if (rel != NULL) {
+			dp->stats.ct_related++;
+			*rule_id = rel->rule_id;
+			return FORWARD;
 		}
 	}
 
@@ -332,7 +368,7 @@ dp_process_burst(struct datapath *dp, struct rte_mbuf **pkts, uint16_t n, struct
 		enum fate fate = DROP;
 
 		if (rc[i] == PARSE_OK)
-			fate = decide(dp, &pi[i], res[i], m->pkt_len, now, &rule_id, &why);
+			fate = decide(dp, frame[i], &pi[i], res[i], m->pkt_len, now, &rule_id, &why);
 		if (fate == FORWARD) {
 			service_set_rule_id(rte_pktmbuf_mtod(m, uint8_t *), rule_id);
 			dp->stats.allowed++;

@@ -32,7 +32,7 @@ struct dp_config {
 struct dp_stats {
 	uint64_t rx, tx, tx_fail;
 	uint64_t allowed, dropped, rejected, reject_sent, reject_suppressed;
-	uint64_t ct_hit, ct_new, ct_full, ct_end, ct_expired;
+	uint64_t ct_hit, ct_new, ct_full, ct_end, ct_expired, ct_related;
 	uint64_t records, records_lost;
 	uint64_t commands;
 	uint64_t drop[DROP_MAX];

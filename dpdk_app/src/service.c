@@ -167,13 +167,53 @@ parse_ipv4(const uint8_t *f, uint32_t len, struct nicfw_pkt *pi)
 	return parse_l4(f, pi, more);
 }
 
+/*
+ * Walk the IPv6 extension headers from f[*cur] (next header *nh) to the upper-layer protocol,
+ * never past end. Stops after a fragment header whose offset is not 0 (*frag = 2: no L4 header
+ * follows); *frag = 1 for a first fragment. False for a chain the parser refuses (bad_ipv6).
+ */
+static bool
+ipv6_walk(const uint8_t *f, uint32_t end, uint32_t *cur, uint8_t *nh, uint8_t *frag)
+{
+	for (int i = 0;; i++) {
+		uint8_t h = *nh;
+		bool ext = h == 0 || h == 43 || h == 60 || h == 51 || h == 44;
+		if (ext && i == IPV6_MAX_EXT)
+			return false; /* a longer chain only serves to hide the L4 header */
+		if (h == 0 || h == 43 || h == 60 || h == 51) {
+			if (*cur + 8 > end)
+				return false;
+			uint32_t hlen = h == 51 ? (f[*cur + 1] + 2u) * 4 : (f[*cur + 1] + 1u) * 8;
+			if (*cur + hlen > end)
+				return false;
+			if (h == 0 && i != 0)
+				return false; /* hop-by-hop only directly after the header */
+			if (h == 43 && f[*cur + 2] == 0)
+				return false; /* routing header type 0 (RFC 5095) */
+			*nh = f[*cur];
+			*cur += hlen;
+		} else if (h == 44) {
+			if (*cur + 8 > end)
+				return false;
+			uint16_t fo = be16(f + *cur + 2) >> 3;
+			bool more = (f[*cur + 3] & 1) != 0;
+			*nh = f[*cur];
+			*cur += 8;
+			*frag = fo != 0 ? 2 : more;
+			if (fo != 0)
+				return true;
+		} else {
+			return true;
+		}
+	}
+}
+
 static int
 parse_ipv6(const uint8_t *f, uint32_t len, struct nicfw_pkt *pi)
 {
 	uint32_t off = pi->l3_off;
 	const uint8_t *ip = f + off;
 	struct nicfw_key *k = &pi->key;
-	bool first_frag = false;
 
 	if (off + 40 > len)
 		return DROP_TRUNCATED;
@@ -194,45 +234,20 @@ parse_ipv6(const uint8_t *f, uint32_t len, struct nicfw_pkt *pi)
 	pi->l3_len = (uint16_t)(40 + plen);
 
 	uint32_t cur = off + 40, end = off + 40 + plen;
-	for (int i = 0;; i++) {
-		bool ext = nh == 0 || nh == 43 || nh == 60 || nh == 51 || nh == 44;
-		if (ext && i == IPV6_MAX_EXT)
-			return DROP_BAD_IPV6; /* a longer chain only serves to hide the L4 header */
-		if (nh == 0 || nh == 43 || nh == 60 || nh == 51) {
-			if (cur + 8 > end)
-				return DROP_BAD_IPV6;
-			uint32_t hlen = nh == 51 ? (f[cur + 1] + 2u) * 4 : (f[cur + 1] + 1u) * 8;
-			if (cur + hlen > end)
-				return DROP_BAD_IPV6;
-			if (nh == 0 && i != 0)
-				return DROP_BAD_IPV6; /* hop-by-hop only directly after the header */
-			if (nh == 43 && f[cur + 2] == 0)
-				return DROP_BAD_IPV6; /* routing header type 0 (RFC 5095) */
-			nh = f[cur];
-			cur += hlen;
-		} else if (nh == 44) {
-			if (cur + 8 > end)
-				return DROP_BAD_IPV6;
-			uint16_t fo = be16(f + cur + 2) >> 3;
-			bool more = (f[cur + 3] & 1) != 0;
-			nh = f[cur];
-			cur += 8;
-			pi->frag = fo != 0 ? 2 : more;
-			if (fo != 0) {
-				k->proto = nh;
-				k->flags |= NICFW_KEY_FRAG;
-				pi->l4_off = 0;
-				return PARSE_OK;
-			}
-			first_frag = more;
-		} else {
-			break;
-		}
+	uint8_t frag = 0;
+	if (!ipv6_walk(f, end, &cur, &nh, &frag))
+		return DROP_BAD_IPV6;
+	pi->frag = frag;
+	if (frag == 2) {
+		k->proto = nh;
+		k->flags |= NICFW_KEY_FRAG;
+		pi->l4_off = 0;
+		return PARSE_OK;
 	}
 	k->proto = nh;
 	pi->l4_off = (uint16_t)cur;
 	pi->l4_len = (uint16_t)(end - cur);
-	return parse_l4(f, pi, first_frag);
+	return parse_l4(f, pi, frag == 1);
 }
 
 int
@@ -286,4 +301,107 @@ service_set_rule_id(uint8_t *frame, uint32_t rule_id)
 	p[1] = (uint8_t)(rule_id >> 16);
 	p[2] = (uint8_t)(rule_id >> 8);
 	p[3] = (uint8_t)rule_id;
+}
+
+/* One's-complement sum of len bytes added to sum; an odd last byte is padded with a zero. */
+static uint32_t
+sum16(uint32_t sum, const uint8_t *p, uint32_t len)
+{
+	uint32_t i;
+
+	for (i = 0; i + 1 < len; i += 2)
+		sum += be16(p + i);
+	if (i < len)
+		sum += (uint32_t)p[i] << 8;
+	return sum;
+}
+
+/* Is the ICMP(v6) message of pi an error about a packet that may belong to a connection? */
+static bool
+icmp_error_checks(const uint8_t *f, const struct nicfw_pkt *pi)
+{
+	uint32_t sum = 0;
+
+	if (pi->l4_off == 0 || pi->frag != 0)
+		return false; /* errors are never fragmented (576/1280-byte limits): a fragment is not one */
+	if (pi->is_v6) {
+		if (pi->icmp_type < 1 || pi->icmp_type > 4)
+			return false;
+		sum = sum16(0, f + pi->l3_off + 8, 32) + pi->l4_len + 58; /* pseudo-header */
+	} else if (pi->icmp_type != 3 && pi->icmp_type != 11 && pi->icmp_type != 12) {
+		return false; /* redirect, source quench (RFC 6633) and the rest are no errors to pass */
+	}
+	sum = sum16(sum, f + pi->l4_off, pi->l4_len);
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return sum == 0xffff;
+}
+
+/* The quoted packet's L4 header, n bytes of it at l4, keyed into q as parse_l4 keys a packet. */
+static bool
+quote_l4(const uint8_t *l4, uint32_t n, bool v6, struct nicfw_key *q)
+{
+	switch (q->proto) {
+	case 6:
+	case 17:
+		if (n < 8)
+			return false;
+		memcpy(&q->sport, l4, 2);
+		memcpy(&q->dport, l4 + 2, 2);
+		return true;
+	case 1:
+	case 58:
+		if ((q->proto == 1) == v6)
+			return true; /* ICMP of the other IP version: an unknown protocol, ports 0 */
+		if (n < 8)
+			return false;
+		/* Only an echo has a connection; an error quoting an error is never related. */
+		if (v6 ? (l4[0] != 128 && l4[0] != 129) : (l4[0] != 8 && l4[0] != 0))
+			return false;
+		memcpy(&q->sport, l4 + 4, 2);
+		memcpy(&q->dport, l4, 2);
+		return true;
+	default:
+		return true; /* other protocols are keyed with ports 0 */
+	}
+}
+
+bool
+service_parse_quote(const uint8_t *f, const struct nicfw_pkt *pi, struct nicfw_key *q)
+{
+	uint32_t cur = pi->l4_off + 8u, end = (uint32_t)pi->l4_off + pi->l4_len;
+	const uint8_t *ip = f + cur;
+	uint8_t nh, frag = 0;
+
+	if (!icmp_error_checks(f, pi))
+		return false;
+	memset(q, 0, sizeof(*q));
+	if (!pi->is_v6) {
+		if (cur + 20 > end)
+			return false;
+		unsigned int ihl = (unsigned int)(ip[0] & 0x0f) * 4;
+		if ((ip[0] >> 4) != 4 || ihl < 20 || cur + ihl > end)
+			return false;
+		if (be16(ip + 6) & 0x1fff)
+			return false; /* a later fragment: no ports to key it by */
+		nh = ip[9];
+		q->src[10] = q->src[11] = q->dst[10] = q->dst[11] = 0xff;
+		memcpy(q->src + 12, ip + 12, 4);
+		memcpy(q->dst + 12, ip + 16, 4);
+		q->flags = NICFW_KEY_V4;
+		cur += ihl;
+	} else {
+		if (cur + 40 > end || (ip[0] >> 4) != 6)
+			return false;
+		memcpy(q->src, ip + 8, 16);
+		memcpy(q->dst, ip + 24, 16);
+		if (addr_is_v4_mapped(q->src) || addr_is_v4_mapped(q->dst))
+			return false; /* would name an IPv4 connection */
+		nh = ip[6];
+		cur += 40;
+		if (!ipv6_walk(f, end, &cur, &nh, &frag) || frag == 2)
+			return false;
+	}
+	q->proto = nh;
+	return quote_l4(f + cur, end - cur, pi->is_v6 != 0, q);
 }

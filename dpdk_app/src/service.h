@@ -19,6 +19,16 @@ struct rte_mempool;
  */
 int service_parse(const uint8_t *frame, uint32_t len, struct nicfw_pkt *pi);
 
+/*
+ * The packet quoted by an ICMP error (IPv4 types 3, 11, 12; ICMPv6 types 1-4) that checked out
+ * (not a fragment, ICMP checksum), keyed into *q as service_parse keys a packet: the quoted IP
+ * header (same version as the outer one, IHL respected, extension headers walked), then TCP/UDP
+ * ports, an echo's identifier and type/code, or ports 0 for other protocols. Every read is
+ * bounded by the ICMP message. False when pi is no such error or the quote does not check out:
+ * truncated, another IP version, a later fragment, an ICMP message other than an echo.
+ */
+bool service_parse_quote(const uint8_t *frame, const struct nicfw_pkt *pi, struct nicfw_key *q);
+
 /* Write the decision's rule id into the service header of a frame about to be re-injected. */
 void service_set_rule_id(uint8_t *frame, uint32_t rule_id);
 

@@ -91,6 +91,7 @@ class Run:
     records: np.ndarray
     log: str
     exit_code: int | None
+    flows: np.ndarray | None = None  # FLOW_DUMP records at the end (run_pcap(dump=True))
 
     def forwarded(self) -> set[int]:
         """Indexes of the input frames that came back (egress port 1000 + i)."""
@@ -117,6 +118,7 @@ def run_pcap(
     binary: Path | None = BINARY,
     env: dict[str, str] | None = None,
     expect_rx: int | None = None,
+    dump: bool = False,
 ) -> Run:
     """Feed frames through the fast path once; see the module docstring."""
     write_pcap(tmp_path / "in.pcap", frames)
@@ -137,13 +139,14 @@ def run_pcap(
                     break
                 time.sleep(0.02)
             records = sub.collect(until=2.0, quiet=0.3)
+            flows = ctl.flow_dump().records if dump else None
             assert fp.alive(), fp.log()
         code = fp.stop()
         log = fp.log()
     finally:
         fp.close()
     out = [d for d in (decapsulate(f) for f in read_pcap(tmp_path / "out.pcap")) if d]
-    return Run(out, stats, records, log, code)
+    return Run(out, stats, records, log, code, flows)
 
 
 # --- the malformed set --------------------------------------------------------------------------

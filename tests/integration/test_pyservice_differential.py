@@ -1,5 +1,9 @@
 """Differential test: DPDK path, numba path and the reference give the same verdicts.
 
+ICMP errors (test_icmp_related.py's scenario plus errors around mutated quotes: cut, flipped,
+overwritten, checksums kept right) run through both backends, which must agree on every frame's
+fate and rule id, on the counters, the records and the connection table left behind.
+
 For each ClassBench 1K rule set (../shared/data/classbench/), a generated trace is turned into
 service-encapsulated frames (TCP SYN, UDP, ICMP as the pipeline keys it, other protocols with
 ports 0), one frame per connection so that connection state never decides, and replayed
@@ -17,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import test_dpdk_fastpath as dpdk_tests
+import test_icmp_related as related
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
@@ -40,7 +45,9 @@ def _v4(lo: int) -> str:
 def trace_frames(rules: np.ndarray) -> tuple[list[bytes], np.ndarray]:
     """(encapsulated frames, reference winner index per frame) for a generated trace."""
     hdrs = generate_trace(rules, per_rule=1, seed=5).headers.copy()
-    frames, keep, seen = [], [], set()
+    frames: list[bytes] = []
+    keep: list[int] = []
+    seen: set[tuple[int, frozenset[str], frozenset[int]]] = set()
     for i, h in enumerate(hdrs):
         proto, sport, dport = int(h["proto"]), int(h["sport"]), int(h["dport"])
         if proto not in (1, 6, 17):
@@ -61,8 +68,7 @@ def trace_frames(rules: np.ndarray) -> tuple[list[bytes], np.ndarray]:
         elif proto == 1:
             pkt = ip / ICMP(type=dport >> 8, code=dport & 255, id=sport)
         else:
-            pkt = IP(src=src, dst=dst, proto=proto) / Raw(b"x" * 8)
-            pkt = L2 / pkt
+            pkt = L2 / (IP(src=src, dst=dst, proto=proto) / Raw(b"x" * 8))
         frames.append(dpdk_tests.svc(len(frames), pkt))
         keep.append(i)
     return frames, first_match(rules, hdrs[np.array(keep)])
@@ -96,3 +102,43 @@ def test_classbench_trace_verdicts_equal_reference(
     assert drops["rule"] == int((action == ACT_DROP).sum())
     assert drops["default"] == int((win < 0).sum())
     assert run.stats["dropped"] == drops["rule"] + drops["default"]
+
+
+def _rows(recs: np.ndarray, fields: tuple[str, ...]) -> list[tuple[object, ...]]:
+    """Records as sorted tuples of some fields (addresses as bytes)."""
+    return sorted(
+        tuple(bytes(r[f]) if f.endswith("addr") else int(r[f]) for f in fields) for r in recs
+    )
+
+
+def _outcome(run: dpdk_tests.Run) -> dict[str, object]:
+    """What a run did, without times: fates, rule ids, counters, records, flows."""
+    fields = ("src_addr", "dst_addr", "sport", "dport", "proto", "verdict", "rule_id", "event")
+    stats = {k: run.stats[k] for k in ("rx", "allowed", "dropped", "ct_related", "ct_new")}
+    assert run.flows is not None
+    return {
+        "out": sorted((h.egress_port, h.rule_id, inner) for h, inner in run.out),
+        "stats": stats | {"drop": run.stats["drop"]},
+        "records": _rows(run.records, fields),
+        "flows": _rows(run.flows, (*fields, "tcp_state", "packets", "bytes")),
+    }
+
+
+def test_icmp_errors_get_the_same_verdicts_in_both_backends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = related.scenario()
+    frames = related.frames_of(steps)
+    frames += [
+        dpdk_tests.svc(len(frames) + j, m) for j, m in enumerate(related.mutants(steps, 600, 8))
+    ]
+    got, fwd = {}, set()
+    for backend in ("dpdk", "numba"):
+        (tmp_path / backend).mkdir()
+        run = related.run_backend(tmp_path / backend, monkeypatch, backend, frames)
+        assert run.exit_code == 0, run.log
+        got[backend] = _outcome(run)
+        fwd = run.forwarded()
+    assert got["dpdk"] == got["numba"]
+    mutated = set(range(len(steps), len(frames)))
+    assert fwd & mutated and mutated - fwd  # mutants both related and not
