@@ -35,6 +35,11 @@ _ACTIONS: Final = {
     "reject": names.ACL_REJECT,
 }
 DEFAULT_PRIORITY_BASE: Final = 1 << 24
+# ICMP errors by lookup l4_dst (type << 8 | code): IPv4 destination unreachable (3), time
+# exceeded (11), parameter problem (12); ICMPv6 destination unreachable, packet too big, time
+# exceeded, parameter problem (1-4). In stateful mode they go to the service first, which lets
+# those about a connection it tracks through (as related) and decides the rest by the rules.
+ICMP_ERRORS: Final = ((1, ((0x0300, 0x03FF), (0x0B00, 0x0CFF))), (58, ((0x0100, 0x04FF),)))
 
 
 class CompileError(ValueError):
@@ -267,6 +272,21 @@ class Compiler:
             self._terms[term] = keys
         return keys
 
+    def _icmp_errors(self) -> tuple[Entry, ...]:
+        """ACL entries above every rule sending ICMP errors to the service (`ICMP_ERRORS`)."""
+        priority = self.options.priority_base + 1
+        return tuple(
+            Entry(
+                names.ACL,
+                _acl_match(None, None, Optional(proto), None, m),
+                names.ACL_SERVICE,
+                (("rule_id", 0),),
+                priority,
+            )
+            for proto, ranges in ICMP_ERRORS
+            for m in port_matches(ranges, self.options.range_kind)
+        )
+
     def rule_entries(self, rule: ResolvedRule, src_codes: Codes, dst_codes: Codes) -> list[Entry]:
         """The ACL entries of one rule: sources x destinations x expanded service terms.
 
@@ -461,10 +481,12 @@ class Compiler:
                     is_default=True,
                 ),
             )
+            if opts.stateful:
+                service += self._icmp_errors()
         counts = {
             names.SRC_CLASS: len(src),
             names.DST_CLASS: len(dst),
-            names.ACL: acl_total - audit_total,
+            names.ACL: acl_total - audit_total + sum(e.table == names.ACL for e in service),
             names.L2_FORWARD: len(l2),
         }
         if audit_total:

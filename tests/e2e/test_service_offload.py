@@ -32,6 +32,7 @@ from netns import ADDR, CLIENT, MAC, SERVER, Topology, hosts, veth_pair
 from vectors.session import next_election
 
 from controlplane.agent import HostAgent
+from controlplane.flows import records_to_flows
 from controlplane.policy import load_policy, resolve
 from controlplane.service import ServiceController, ServiceOptions
 from dpdk_app.fastpath import find_binary
@@ -68,6 +69,8 @@ sections:
       - {{name: web, source: clients, destination: servers, protocol: tcp, ports: [{ALLOWED}],
           action: allow}}
       - {{name: ping, source: any, destination: any, protocol: icmp, type: 8, action: allow}}
+      - {{name: no-icmp-back, source: servers, destination: clients, protocol: icmp,
+          action: drop}}
 default_action: drop
 """
 WITHOUT_WEB = POLICY.replace("name: web, source: clients", "name: web, source: servers")
@@ -236,15 +239,21 @@ def test_denied_connection_never_gets_through(setup: Setup) -> None:
     try:
         assert server.stdout is not None
         assert server.stdout.readline().strip() == "ready"
-        run = s.topo.run(1, sys.executable, "-c", CLIENT, ADDR[2], str(DENIED), "256", "2")
-        assert run.returncode != 0 and "timed out" in run.stderr
+        client = s.topo.popen(1, sys.executable, "-c", CLIENT, ADDR[2], str(DENIED), "256", "3")
+        # What flow_cache holds for the port while the client tries (SYNs at 0, 1 and 3 s).
+        seen: list[dict[tuple[int, ...], tuple[Entry, int]]] = []
+        while client.poll() is None:
+            seen.append(connection_entries(s, DENIED))
+            time.sleep(0.05)
+        _, err = client.communicate()
+        assert client.returncode != 0 and "timed out" in err
         denied = [f for f in s.service.store.query() if f.dport == DENIED]
         assert denied and all(f.verdict == "drop" and f.rule_id == 0 for f in denied)
-        # Nothing allows it in the target; once the SYN was retried (the client's RTO is 1 s),
-        # the target drops the rest itself: one flow_drop entry, that direction only.
-        assert wait_for(lambda: len(connection_entries(s, DENIED)) == 1)
-        ((key, (entry, _)),) = connection_entries(s, DENIED).items()
-        assert entry.action == names.FLOW_DROP and key[4] == DENIED
+        # Nothing ever allowed it in the target; once the SYN was retried, the target dropped
+        # the rest itself: one flow_drop entry, for that direction only.
+        assert all(e.action == names.FLOW_DROP for snap in seen for e, _ in snap.values())
+        assert any(len(snap) == 1 for snap in seen)
+        assert {key[4] for snap in seen for key in snap} == {DENIED}
     finally:
         server.kill()
         server.wait()
@@ -310,3 +319,80 @@ def test_daemon_runs_the_service_and_records_flows(tmp_path: Path) -> None:
                 daemon.stop()
                 thread.join(timeout=20)
             assert not thread.is_alive()
+
+
+# In h1: for each line on stdin, wait for an ICMP error from h2; print "got TYPE CODE" or "none".
+ICMP_LISTENER = """
+import select, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+print("ready", flush=True)
+for _ in sys.stdin:
+    while select.select([s], [], [], 2.0)[0]:
+        data, (addr, _) = s.recvfrom(65535)
+        ihl = (data[0] & 0x0F) * 4
+        if addr == sys.argv[1] and data[ihl] == 3:
+            print("got", data[ihl], data[ihl + 1], flush=True)
+            break
+    else:
+        print("none", flush=True)
+"""
+
+# In h2: for each source port on stdin, a router's "fragmentation needed" (type 3 code 4,
+# MTU 1280) about h1's segment from that port.
+ICMP_SENDER = """
+import socket, sys
+from scapy.all import ICMP, IP, TCP
+client, server, dport = sys.argv[1], sys.argv[2], int(sys.argv[3])
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+print("ready", flush=True)
+for line in sys.stdin:
+    quote = IP(src=client, dst=server) / TCP(sport=int(line), dport=dport, flags="A")
+    error = ICMP(type=3, code=4, nexthopmtu=1280) / bytes(quote)[:28]
+    raw.sendto(bytes(IP(src=server, dst=client) / error), (client, 0))
+    print("sent", flush=True)
+"""
+
+
+def test_an_icmp_error_about_an_open_connection_gets_through(setup: Setup) -> None:
+    """Path MTU discovery: a rule drops ICMP from servers to clients, yet an error about a
+    connection the service tracks reaches its host (ICMP errors go to the service before any
+    rule, and it finds the connection); one about no connection is dropped."""
+    s = setup
+    listener = s.topo.popen(1, sys.executable, "-c", ICMP_LISTENER, ADDR[2], stdin=subprocess.PIPE)
+    sender = s.topo.popen(
+        2, sys.executable, "-c", ICMP_SENDER, ADDR[1], ADDR[2], str(ALLOWED), stdin=subprocess.PIPE
+    )
+    for p in (listener, sender):  # (scapy takes a while to import: before the connection)
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    conn = Connection(s.topo, ALLOWED, 1 << 16)
+
+    def error_about(port: int) -> str:
+        assert listener.stdin is not None and sender.stdin is not None
+        assert conn.ping() == "alive"  # the connection stays tracked (a 1 s idle timeout here)
+        listener.stdin.write("next\n")
+        listener.stdin.flush()
+        sender.stdin.write(f"{port}\n")
+        sender.stdin.flush()
+        assert sender.stdout is not None and sender.stdout.readline().strip() == "sent"
+        assert listener.stdout is not None
+        return listener.stdout.readline().strip()
+
+    try:
+        assert conn.result().startswith(str(1 << 16))
+        tracked = [
+            f
+            for f in records_to_flows(s.service._control().flow_dump().records)
+            if f.dport == ALLOWED and not f.ended  # (offloaded early: maybe still syn_recv)
+        ]
+        assert tracked, "the connection, as the service tracks it"
+        sport = tracked[-1].sport
+        before = s.service.fastpath_stats()["ct_related"]
+        assert error_about(sport) == "got 3 4"
+        assert s.service.fastpath_stats()["ct_related"] == before + 1
+        assert error_about(1024 if sport != 1024 else 1025) == "none"
+        assert s.service.fastpath_stats()["ct_related"] == before + 1
+    finally:
+        conn.close()
+        for p in (listener, sender):
+            p.kill()
+            p.wait()

@@ -80,6 +80,37 @@ def test_stateful_allows_go_to_the_service_and_the_rest_is_unchanged(
     assert tables.verdict(OUTSIDE, APP, TCP, 1, 1) == ("drop", 0)
 
 
+@pytest.mark.parametrize("range_kind", ["range", "ternary"])
+def test_with_a_service_port_icmp_errors_go_to_the_service_before_any_rule(
+    resolved: ResolvedPolicy, range_kind: RangeKind
+) -> None:
+    options = CompileOptions(stateful=True, service_port=7, range_kind=range_kind)
+    compiled = compile_policy(resolved, options)
+    tables = Tables(compiled.entries())
+    errors = [(ICMP, 3 << 8 | 4), (ICMP, 3 << 8), (ICMP, 11 << 8), (ICMP, 12 << 8 | 0xFF)]
+    errors += [(ICMP6, 1 << 8 | 4), (ICMP6, 2 << 8), (ICMP6, 3 << 8), (ICMP6, 4 << 8 | 1)]
+    for proto, type_code in errors:  # the service lets through those about its connections
+        for src, dst in ((OUTSIDE, WEB), (DB, ADMIN), (WEB6, OUTSIDE)):
+            assert tables.verdict(src, dst, proto, 0, type_code) == ("service", 0)
+    # Anything else ICMP: as the rules say (allows go to the service in stateful mode).
+    others = [(ICMP, 8 << 8), (ICMP, 5 << 8), (ICMP, 4 << 8), (ICMP, 13 << 8)]
+    others += [(ICMP6, 128 << 8), (ICMP6, 5 << 8), (ICMP6, 135 << 8)]
+    for proto, type_code in others:
+        want = evaluate(resolved, Packet(ADMIN, DB, proto, 7, type_code))
+        want = ("service", want[1]) if want[0] == "allow" else want
+        assert tables.verdict(ADMIN, DB, proto, 7, type_code) == want
+    added = [e for e in compiled.service if e.table == names.ACL]
+    assert compiled.stats.entries[names.ACL] == len(compiled.tables()[names.ACL]) - 1  # default
+    if range_kind == "range":  # (ternary port keys are for targets without range matches)
+        assert len(added) == 3
+        schema = P4Schema.load()
+        for entry in added:
+            assert decode_table_entry(schema, encode_table_entry(schema, entry)) == entry
+    # Without a service there is nothing to let related errors through: no such entries.
+    plain = Tables(compile_policy(resolved, CompileOptions(range_kind=range_kind)).entries())
+    assert plain.verdict(OUTSIDE, WEB, ICMP, 0, 3 << 8 | 4) == ("drop", 0)
+
+
 def test_every_entry_is_a_valid_p4runtime_entry(resolved: ResolvedPolicy) -> None:
     schema = P4Schema.load()
     compiled = compile_policy(resolved, CompileOptions(service_port=7))
