@@ -17,7 +17,8 @@ from typing import Any
 
 import click
 
-from controlplane.api import DEFAULT_SOCKET, ApiError, log_recent
+from controlplane.api import ApiError, log_recent
+from controlplane.cli_common import socket_option
 from controlplane.rulelog import PROTOCOLS
 
 POLL_S = 0.5
@@ -41,14 +42,7 @@ def format_record(r: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--audit", is_flag=True, help="Only audit-rule hits.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--socket",
-    "socket_path",
-    default=DEFAULT_SOCKET,
-    show_default=True,
-    envvar="NICFW_CONTROL_SOCKET",
-    help="The daemon's control socket.",
-)
+@socket_option
 @click.option("--count", type=click.IntRange(min=1), hidden=True, help="Stop after N records.")
 def log(
     follow: bool, as_json: bool, audit: bool, limit: int, socket_path: str, count: int | None

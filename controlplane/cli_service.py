@@ -16,7 +16,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from controlplane.api import DEFAULT_SOCKET, ApiError, service_stats
+from controlplane.api import ApiError, service_stats
+from controlplane.cli_common import socket_option
 
 
 def counters_table(title: str, values: Mapping[str, Any]) -> Table:
@@ -37,14 +38,7 @@ def counters_table(title: str, values: Mapping[str, Any]) -> Table:
 
 @click.command("service")
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as JSON.")
-@click.option(
-    "--socket",
-    "socket_path",
-    default=DEFAULT_SOCKET,
-    show_default=True,
-    envvar="NICFW_CONTROL_SOCKET",
-    help="The daemon's control socket.",
-)
+@socket_option
 def service(as_json: bool, socket_path: str) -> None:
     """Counters of the firewall service (stateful mode): offloads, denied-flow drop entries,
     offload latency, and the fast path's packets, verdicts and drops by reason."""

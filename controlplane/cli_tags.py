@@ -13,18 +13,12 @@ from typing import Any
 
 import click
 
-from controlplane.api import DEFAULT_SOCKET, ApiError, tag_add, tag_ls, tag_rm
+from controlplane.api import ApiError, tag_add, tag_ls, tag_rm
+from controlplane.cli_common import socket_option
 
 
 @click.group()
-@click.option(
-    "--socket",
-    "socket_path",
-    default=DEFAULT_SOCKET,
-    show_default=True,
-    envvar="NICFW_CONTROL_SOCKET",
-    help="The daemon's control socket.",
-)
+@socket_option
 @click.pass_context
 def tag(ctx: click.Context, socket_path: str) -> None:
     """Dynamic security tags: rules that name them follow within milliseconds."""

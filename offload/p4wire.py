@@ -94,7 +94,8 @@ _ActionPlan = tuple[bytes, dict[str, tuple[int, list[bytes]]]]
 _MASK_HEADS = [T_MASK + _SMALL[k] for k in range(_MAX_WIDTH // 8 + 2)]
 
 
-def _one_heads(prefix: bytes, nbytes: int) -> list[bytes]:
+def one_value_heads(prefix: bytes, nbytes: int) -> list[bytes]:
+    """Per value length n (index 0 unused): a one-value key's bytes before its value."""
     heads = [b""]
     for n in range(1, nbytes + 1):
         body = prefix + _SMALL[n + 2] + T_VALUE + _SMALL[n]
@@ -102,7 +103,9 @@ def _one_heads(prefix: bytes, nbytes: int) -> list[bytes]:
     return heads
 
 
-def _two_heads(prefix: bytes, nbytes: int) -> list[list[bytes]]:
+def two_value_heads(prefix: bytes, nbytes: int) -> list[list[bytes]]:
+    """Per value lengths n, k: a two-value key's bytes before its first value (the second's
+    own head is T_MASK + its length)."""
     heads: list[list[bytes]] = [[]]
     for n in range(1, nbytes + 1):
         row = [b""]
@@ -136,9 +139,9 @@ class WireEncoder:
             nbytes = (f.bitwidth + 7) // 8 or 1
             heads: object = prefix
             if code == _ONE:
-                heads = _one_heads(prefix, nbytes)
+                heads = one_value_heads(prefix, nbytes)
             elif code == _TWO:
-                heads = _two_heads(prefix, nbytes)
+                heads = two_value_heads(prefix, nbytes)
             fields[f.name] = (cls, code, f.bitwidth, heads)
         return (T_TABLE_ID + varint(t.id) if t.id else b"", fields)
 

@@ -37,6 +37,8 @@ from offload.p4wire import (
     T_TABLE_ENTRY,
     T_TABLE_ID,
     T_VALUE,
+    one_value_heads,
+    two_value_heads,
     varint,
 )
 from offload.proto import p4r
@@ -109,25 +111,6 @@ def message_field(entity: p4r.Entity) -> bytes:
     return T_ENTITIES + _length(len(data)) + data
 
 
-def _one_heads(prefix: bytes, nbytes: int) -> list[bytes]:
-    heads = [b""]
-    for n in range(1, nbytes + 1):
-        body = prefix + _SMALL[n + 2] + T_VALUE + _SMALL[n]
-        heads.append(T_MATCH + _length(len(body) + n) + body)
-    return heads
-
-
-def _two_heads(prefix: bytes, nbytes: int) -> list[list[bytes]]:
-    heads: list[list[bytes]] = [[]]
-    for n in range(1, nbytes + 1):
-        row = [b""]
-        for k in range(1, nbytes + 1):
-            body = prefix + _SMALL[n + k + 4] + T_VALUE + _SMALL[n]
-            row.append(T_MATCH + _length(len(body) + n + 2 + k) + body)
-        heads.append(row)
-    return heads
-
-
 class StoredEntryEncoder:
     """Serialized TableEntry bytes of stored entries; None means "encode the usual way"."""
 
@@ -152,9 +135,9 @@ class StoredEntryEncoder:
             nbytes = (f.bitwidth + 7) // 8 or 1
             heads: object = prefix
             if code == _ONE:
-                heads = _one_heads(prefix, nbytes)
+                heads = one_value_heads(prefix, nbytes)
             elif code == _TWO:
-                heads = _two_heads(prefix, nbytes)
+                heads = two_value_heads(prefix, nbytes)
             keys.append((f.name, (slot, code, f.bitwidth, heads)))
         keys.sort(key=lambda named: named[0])  # an Entry's match (and so its message) by name
         actions = {self.schema.action(a).name: self._action(a) for a in table.action_ids}

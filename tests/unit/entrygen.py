@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from offload import names
 from offload.entries import Entry, Exact, FieldMatch, Lpm, Optional, Range, Ternary
 from offload.p4schema import MatchKind, P4Schema
 
@@ -50,4 +51,21 @@ def entries(draw: st.DrawFn) -> Entry:
     idle = draw(st.integers(0, 10**12)) if table.supports_idle_timeout else 0
     return Entry.make(
         table.name, match, action.name, params, priority=priority, idle_timeout_ns=idle
+    )
+
+
+def flow_entry(i: int) -> Entry:
+    """An ordinary flow_cache entry, all of its values derived from `i`."""
+    return Entry.make(
+        names.FLOW_CACHE,
+        {
+            "ip_src": Exact(0xFFFF << 32 | i),
+            "ip_dst": Exact(0xFFFF0A000001),
+            "ip_proto": Exact(6),
+            "l4_src": Exact(i),
+            "l4_dst": Exact(443),
+        },
+        names.FLOW_ALLOW,
+        {"rule_id": i},
+        idle_timeout_ns=i * 1000,
     )

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offload import names, p4readwire
-from offload.entries import Entry, Exact, FieldMatch, Lpm, Optional, Range, Ternary
+from offload.entries import Entry, FieldMatch, Lpm, Optional, Range, Ternary
 from offload.p4client import INSERT, P4Client
 from offload.p4entity import encode_table_entry
 from offload.p4errors import P4ClientError
@@ -35,11 +35,11 @@ from offload.proto import p4r
 from offload.target import SoftwareTarget
 
 try:
-    from .entrygen import entries
+    from .entrygen import entries, flow_entry
     from .test_p4decode import mutate
     from .test_target_wire import body, delimited, padded, split
 except ImportError:  # tests/unit on sys.path (pytest's default import mode)
-    from entrygen import entries
+    from entrygen import entries, flow_entry
     from test_p4decode import mutate
     from test_target_wire import body, delimited, padded, split
 
@@ -273,9 +273,9 @@ def test_cut_flipped_and_padded_responses_agree(batch: list[Entry], rng: random.
 
 
 def test_a_bad_entry_fails_the_read_where_the_message_path_fails_it() -> None:
-    good = entity_bytes(flow(1))
+    good = entity_bytes(flow_entry(1))
     bad = p4r.Entity()
-    bad.table_entry.CopyFrom(encode_table_entry(SCHEMA, flow(2)))
+    bad.table_entry.CopyFrom(encode_table_entry(SCHEMA, flow_entry(2)))
     bad.table_entry.match[0].exact.value = b"\x01" * 17  # wider than the key
     # The error comes at the bad entity, after the good ones, before the next response.
     responses = [response([good, good]), response([good, bad.SerializeToString()]), b"\xff"]
@@ -285,13 +285,13 @@ def test_a_bad_entry_fails_the_read_where_the_message_path_fails_it() -> None:
 
 
 def test_a_decoder_for_another_schema_leaves_every_entry_to_messages() -> None:
-    ents = [entity_bytes(flow(i)) for i in range(5)]
+    ents = [entity_bytes(flow_entry(i)) for i in range(5)]
     assert check([response(ents)]) == 0
     decoder = p4readwire.ReadDecoder(SCHEMA)
     decoder.spec[0][:, 0] = -1  # no table id matches: every row declined
     kernel = p4readwire.kernel(wait=True)
     assert kernel is not None
-    assert decoder.decode(response(ents), kernel) == [flow(i) for i in range(5)]
+    assert decoder.decode(response(ents), kernel) == [flow_entry(i) for i in range(5)]
 
 
 def test_no_kernel_when_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -404,7 +404,7 @@ def test_grpc_errors_and_results_are_the_same_either_way(
         if item == "other":
             return other
         assert isinstance(item, int)
-        return entity_bytes(flow(item)) if item % 2 else entity_bytes(acl_entry(item))
+        return entity_bytes(flow_entry(item)) if item % 2 else entity_bytes(acl_entry(item))
 
     fake_read.responses = [
         b"\x0a\x05\x12" if isinstance(part, str) else response([one(i) for i in part])
@@ -414,25 +414,9 @@ def test_grpc_errors_and_results_are_the_same_either_way(
     wired, messages = read_both(monkeypatch, f"127.0.0.1:{fake_read.port}")
     assert wired == messages
     if case == "valid":
-        assert wired == [flow(1), acl_entry(2), flow(3)]
+        assert wired == [flow_entry(1), acl_entry(2), flow_entry(3)]
     elif case != "other entities":
         assert isinstance(wired, tuple) and wired[0] == "error"
-
-
-def flow(i: int) -> Entry:
-    return Entry.make(
-        names.FLOW_CACHE,
-        {
-            "ip_src": Exact(0xFFFF << 32 | i),
-            "ip_dst": Exact(0xFFFF0A000001),
-            "ip_proto": Exact(6),
-            "l4_src": Exact(i),
-            "l4_dst": Exact(443),
-        },
-        names.FLOW_ALLOW,
-        {"rule_id": i},
-        idle_timeout_ns=i * 1000,
-    )
 
 
 def acl_entry(i: int) -> Entry:
@@ -459,7 +443,7 @@ def lpm_entry(i: int) -> Entry:
 
 
 def test_software_target_read_back_is_the_same_either_way(monkeypatch: pytest.MonkeyPatch) -> None:
-    written = [flow(i) for i in range(300)] + [acl_entry(i) for i in range(64)]
+    written = [flow_entry(i) for i in range(300)] + [acl_entry(i) for i in range(64)]
     written += [lpm_entry(i) for i in range(40)]
     with SoftwareTarget("127.0.0.1:0") as target:
         client = P4Client.connect(target.address, target.device_id, 1, schema=SCHEMA)

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offload import names
-from offload.entries import Entry, Exact, Lpm, Optional, Range, Ternary
+from offload.entries import Entry, Lpm, Optional, Range, Ternary
 from offload.p4client import INSERT, P4Client
 from offload.p4entity import EntityError, encode_table_entry
 from offload.p4schema import DEFAULT_P4INFO, P4Schema
@@ -32,9 +32,9 @@ from offload.target.readwire import StoredEntryEncoder
 from offload.target.tables import StoredEntry
 
 try:
-    from .entrygen import entries
+    from .entrygen import entries, flow_entry
 except ImportError:  # tests/unit on sys.path (pytest's default import mode)
-    from entrygen import entries
+    from entrygen import entries, flow_entry
 
 SCHEMA = P4Schema.load()
 TABLE_IDS = [t.id for t in SCHEMA.iter_tables()]
@@ -225,7 +225,7 @@ def test_random_entries_read_the_same(batch: list[tuple[Entry, int]], rng: rando
 def test_chunks_across_entities_of_every_kind() -> None:
     """Chunk boundaries fall where they did: 2,500 entries and other entities in one request."""
     target = new_target()
-    flows = [flow(i) for i in range(1800)]
+    flows = [flow_entry(i) for i in range(1800)]
     acls = [acl(i) for i in range(600)]
     lpms = [lpm(i) for i in range(100)]
     apply_batch(target, [update(p4r.Update.INSERT, e, i % 8) for i, e in enumerate(flows)], True)
@@ -289,7 +289,7 @@ def test_errors_are_the_same() -> None:
 
 def test_time_since_last_hit_keeps_the_message_path() -> None:
     target = new_target()
-    apply_batch(target, [update(p4r.Update.INSERT, flow(i)) for i in range(5)], True)
+    apply_batch(target, [update(p4r.Update.INSERT, flow_entry(i)) for i in range(5)], True)
     store = target.entities
     assert store is not None
     query = table_read(SCHEMA.table(names.FLOW_CACHE).id, time_since_last_hit=True)
@@ -307,7 +307,7 @@ def test_time_since_last_hit_keeps_the_message_path() -> None:
 
 def test_switched_off_it_serializes_the_messages(monkeypatch: pytest.MonkeyPatch) -> None:
     target = new_target()
-    apply_batch(target, [update(p4r.Update.INSERT, flow(i)) for i in range(5)], True)
+    apply_batch(target, [update(p4r.Update.INSERT, flow_entry(i)) for i in range(5)], True)
     monkeypatch.setenv("NICFW_WIRE_READ", "0")
     assert not readwire.enabled()
     forget_bytes(target)
@@ -321,7 +321,7 @@ def test_switched_off_it_serializes_the_messages(monkeypatch: pytest.MonkeyPatch
 
 def test_an_encoder_failure_falls_back_to_messages(monkeypatch: pytest.MonkeyPatch) -> None:
     target = new_target()
-    apply_batch(target, [update(p4r.Update.INSERT, flow(i)) for i in range(5)], True)
+    apply_batch(target, [update(p4r.Update.INSERT, flow_entry(i)) for i in range(5)], True)
     want = compare(target, read_request(table_read()))
 
     def broken(self: StoredEntryEncoder, table: str, rec: StoredEntry) -> bytes | None:
@@ -334,7 +334,7 @@ def test_an_encoder_failure_falls_back_to_messages(monkeypatch: pytest.MonkeyPat
 
 def test_grpc_read_back_with_and_without(monkeypatch: pytest.MonkeyPatch) -> None:
     """`P4Client.read_table_entries` over gRPC: the entries written, either way."""
-    written = [flow(i) for i in range(1500)] + [acl(i) for i in range(700)] + [lpm(3)]
+    written = [flow_entry(i) for i in range(1500)] + [acl(i) for i in range(700)] + [lpm(3)]
     results = []
     with SoftwareTarget("127.0.0.1:0") as target:
         client = P4Client.connect(target.address, target.device_id, 1, schema=SCHEMA)
@@ -356,22 +356,6 @@ def test_grpc_read_back_with_and_without(monkeypatch: pytest.MonkeyPatch) -> Non
     assert results[0] == results[1]
     assert sorted(map(repr, results[0][0])) == sorted(map(repr, written))
     assert len(results[0][1]) == 700
-
-
-def flow(i: int) -> Entry:
-    return Entry.make(
-        names.FLOW_CACHE,
-        {
-            "ip_src": Exact(0xFFFF << 32 | i),
-            "ip_dst": Exact(0xFFFF0A000001),
-            "ip_proto": Exact(6),
-            "l4_src": Exact(i),
-            "l4_dst": Exact(443),
-        },
-        names.FLOW_ALLOW,
-        {"rule_id": i},
-        idle_timeout_ns=i * 1000,
-    )
 
 
 def acl(i: int) -> Entry:

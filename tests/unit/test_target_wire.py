@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offload import names
-from offload.entries import Entry, Exact, Lpm, Optional, Range, Ternary
+from offload.entries import Entry, Lpm, Optional, Range, Ternary
 from offload.p4entity import EntityError, encode_table_entry
 from offload.p4schema import P4Schema
 from offload.p4wire import varint
@@ -28,10 +28,10 @@ from offload.target.entities import EntityStore, Op, TableOp
 from offload.target.pipeline import Pipeline
 
 try:
-    from .entrygen import entries
+    from .entrygen import entries, flow_entry
     from .test_p4decode import mutate
 except ImportError:  # tests/unit on sys.path (pytest's default import mode)
-    from entrygen import entries
+    from entrygen import entries, flow_entry
     from test_p4decode import mutate
 
 SCHEMA = P4Schema.load()
@@ -267,22 +267,6 @@ def test_top_level_fields_after_and_between_updates() -> None:
     head = p4r.WriteRequest(device_id=1, role="r").SerializeToString()
     data = delimited(4, ups[0]) + head + delimited(4, ups[1]) + padded(5, 1, 1)
     assert check(data) == 2
-
-
-def flow_entry(i: int) -> Entry:
-    return Entry.make(
-        names.FLOW_CACHE,
-        {
-            "ip_src": Exact(0xFFFF << 32 | i),
-            "ip_dst": Exact(0xFFFF0A000001),
-            "ip_proto": Exact(6),
-            "l4_src": Exact(i),
-            "l4_dst": Exact(443),
-        },
-        names.FLOW_ALLOW,
-        {"rule_id": i},
-        idle_timeout_ns=i * 1000,
-    )
 
 
 def acl_entry(i: int) -> Entry:
