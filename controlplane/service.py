@@ -428,14 +428,17 @@ class ServiceController:
     def handle_records(self, records: np.ndarray, resimulated: bool = False) -> None:
         """Store flow records and offload, update or remove flows accordingly."""
         flows = self.store.update(records_to_flows(records, self.rule_names))
-        new: list[FlowRecord] = []
+        # A batch can hold a flow's END and then its NEW (FLOW_DEL of an idle flow, and the
+        # next packet picking it up again), or the other way round: the later event wins.
+        new: dict[FlowKey, FlowRecord] = {}
         denied: list[FlowRecord] = []
-        done: list[FlowKey] = []
+        done: dict[FlowKey, None] = {}
         changed: list[tuple[FlowKey, int]] = []
         for flow, rec in zip(flows, records, strict=True):
             event = int(rec["event"])
             if event == EV_NEW and flow.verdict == "allow":
-                new.append(flow)
+                done.pop(flow.key, None)
+                new[flow.key] = flow
             elif event == EV_NEW and flow.verdict == "drop" and not resimulated:
                 denied.append(flow)
             elif event == EV_UPDATE and flow.verdict == "allow" and flow.key in self._offloads:
@@ -443,17 +446,20 @@ class ServiceController:
                     changed.append((flow.key, flow.rule_id))
             elif event == EV_END:
                 self._demoted.pop(flow.key, None)
+                new.pop(flow.key, None)
                 # A fast-path timeout of an offloaded flow: the hardware carried its packets,
                 # so the hardware idle timeout decides (see the module docstring).
                 timed_out = flow.verdict == "allow" and int(rec["tcp_state"]) not in TCP_DONE_STATES
                 if resimulated or not timed_out or flow.key not in self._offloads:
-                    done.append(flow.key)
-        self.offload(new)
+                    done[flow.key] = None
+        self._unoffload(done)
+        self.offload(new.values())
         if new:
             now = time.time_ns()
-            self.offload_latency_ns.extend(now - f.first_seen_ns for f in new if f.first_seen_ns)
+            self.offload_latency_ns.extend(
+                now - f.first_seen_ns for f in new.values() if f.first_seen_ns
+            )
         self._modify_rule(changed)
-        self._unoffload(done)
         if denied:
             self.offload_drops(denied)
 

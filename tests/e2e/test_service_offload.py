@@ -216,7 +216,11 @@ def test_transfer_is_offloaded_after_a_few_packets(setup: Setup) -> None:
         # offloaded again once the service has seen it.
         assert wait_for(lambda: not connection_entries(s, ALLOWED), timeout=6 * IDLE_TIMEOUT)
         assert conn.ping() == "alive"
-        assert wait_for(lambda: len(connection_entries(s, ALLOWED)) == 2)
+        assert wait_for(lambda: len(connection_entries(s, ALLOWED)) == 2), (
+            connection_entries(s, ALLOWED),
+            s.service.counters,
+            s.service.offloaded_drops(),
+        )
         assert s.service.counters["reoffloaded"] >= 1
         # ... because both sides forgot it (FLOW_DEL) and TCP pickup brought it back.
         assert s.service.counters["idle_removed"] >= 1

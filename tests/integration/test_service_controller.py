@@ -208,6 +208,25 @@ def test_end_records(client: P4Client) -> None:
     assert set(flow_cache(client)) == {k(H1, H2, 6, 2, 5001), k(H2, H1, 6, 5001, 2)}
 
 
+def test_the_later_of_an_end_and_a_new_in_one_batch_wins(client: P4Client) -> None:
+    svc, _ = make(client)
+    # An idle flow forgotten on both sides (its END), then picked up again by its next packet
+    # (NEW), read in one batch: it is offloaded, not removed after.
+    svc.handle_records(
+        np.concatenate(
+            [record(H1, H2, sport=3, event=EV_END, state=3), record(H1, H2, sport=3, state=3)]
+        )
+    )
+    assert set(flow_cache(client)) == {k(H1, H2, 6, 3, 5001), k(H2, H1, 6, 5001, 3)}
+    assert [f.key for f in svc.offloaded()] == [k(H1, H2, 6, 3, 5001)]
+    # A flow that starts and is reset within one batch is never written.
+    svc.handle_records(
+        np.concatenate([record(H1, H2, sport=4), record(H1, H2, sport=4, event=EV_END, state=6)])
+    )
+    assert k(H1, H2, 6, 4, 5001) not in flow_cache(client)
+    assert len(svc.offloaded()) == 1
+
+
 def wait_idle_out(client: P4Client) -> None:
     """Until the target's own idle notifications have emptied flow_cache."""
     deadline = time.monotonic() + 5
