@@ -19,14 +19,9 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import queue
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from offload import names
@@ -46,13 +41,13 @@ from offload.sync import (
     sync,
 )
 from offload.target import wire
+from offload.target.child import target_process
 
 try:
     from bench import common
 except ImportError:  # run as a script: bench/ itself is on sys.path
     import common  # type: ignore[no-redef]
 
-ROOT = Path(__file__).resolve().parent.parent
 V4 = 0xFFFF << 32  # IPv4-mapped prefix of the pipeline's 128-bit addresses
 
 
@@ -184,43 +179,12 @@ def sync_figures(
 
 
 @contextmanager
-def target_process() -> Iterator[str]:
+def own_process_target() -> Iterator[str]:
     """`nicfw target` in a process of its own, its wire decoder loaded; yields its address."""
-    command = [sys.executable, "-m", "offload.target", "--grpc-server-addr", "127.0.0.1:0"]
-    proc = subprocess.Popen(
-        command, cwd=ROOT, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert proc.stderr is not None
-    stream = proc.stderr
-
-    def pump() -> None:
-        for line in stream:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        address = ""
-        deadline = time.monotonic() + 180
-        while True:  # the address, then the decoder (compiled or loaded from numba's cache)
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                raise RuntimeError("nicfw target did not start within 180 s") from None
-            if "listening on " in line:
-                address = line.rsplit("listening on ", 1)[1].strip()
-            if "wire decoder" in line or "wire decoding unavailable" in line:
-                break
-            if address and not wire.enabled():  # NICFW_WIRE_DECODE=0: nothing to wait for
-                break
-        yield address
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with target_process("127.0.0.1:0") as child:
+        if wire.enabled():  # "wire decoder ... ready", or "wire decoding unavailable"
+            child.wait_for("wire decod", 180)
+        yield child.address
 
 
 def run(count: int, batch_size: int) -> dict[str, Any]:
@@ -234,7 +198,7 @@ def run(count: int, batch_size: int) -> dict[str, Any]:
     results["machine"] = common.machine()
     results["window"] = DEFAULT_WINDOW
     results["encode_entries_per_s"] = count / enc_s
-    with target_process() as address:
+    with own_process_target() as address:
         client = P4Client.connect(address, 1, 1, schema=schema, batch_size=batch_size)
         try:
             client.set_pipeline(schema)

@@ -1,8 +1,9 @@
 """`nicfw run`: the host daemon.
 
 It connects to the host's target as the primary controller (or starts the embedded software
-target), makes sure the target runs firewall.p4, enforces the policy file and follows its
-changes: each change is checked first, and only a good policy reaches the target, as a diff.
+target, as a child process), makes sure the target runs firewall.p4, enforces the policy file
+and follows its changes: each change is checked first, and only a good policy reaches the
+target, as a diff.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class DaemonOptions:
     device_id: int = 1
     policy_path: Path | None = None  # None: the demo policy
     interfaces: tuple[str, ...] = ()  # embedded target: PORT@IFACE
+    embedded_address: str = "127.0.0.1:9559"  # where the embedded target listens (port 0: any)
     device_config: bytes = b""
     election_id: int = 10
     control_socket: str | None = DEFAULT_SOCKET  # the local API (`nicfw tag ...`); None: off
@@ -134,17 +136,17 @@ class Daemon:
         if self.options.target is not None:
             yield self.options.target
             return
-        from offload.target import SoftwareTarget
-        from offload.target.cli import parse_interface
+        from offload.target.child import target_process
 
-        interfaces = dict(parse_interface(i) for i in self.options.interfaces)
-        target = SoftwareTarget("127.0.0.1:9559", self.options.device_id, interfaces=interfaces)
-        address = target.start()
-        log.info("embedded software target listening on %s", address)
-        try:
-            yield address
-        finally:
-            target.stop()
+        # A child process: the target's Python pipeline does not share this interpreter's lock
+        # with the daemon (a full sync runs at the speed `nicfw bench sync` shows for it).
+        with target_process(
+            self.options.embedded_address, self.options.device_id, self.options.interfaces
+        ) as child:
+            log.info(
+                "embedded software target (pid %d) listening on %s", child.proc.pid, child.address
+            )
+            yield child.address
 
     def _service_options(self) -> ServiceOptions:
         o = self.options
