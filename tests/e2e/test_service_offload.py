@@ -206,9 +206,10 @@ def test_transfer_is_offloaded_after_a_few_packets(setup: Setup) -> None:
         )
         # The bulk never left the target. What reached the service is the handshake (SYN and
         # SYN-ACK at least) plus what flowed while the flow was being offloaded (a few ms; the
-        # namespaces' TCP has no RTT to slow it down).
+        # namespaces' TCP has no RTT to slow it down): 1-3% here, up to ~15% on a busy 2-core
+        # CI machine where the offload took 7 ms.
         assert in_target > 300
-        assert in_service >= 2 and fraction < 0.1
+        assert in_service >= 2 and fraction < 0.25
         flows = s.service.store.query(rule="web")
         assert flows and flows[-1].offloaded and flows[-1].dport == ALLOWED
 
