@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -28,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from netns import ADDR, CLIENT, MAC, SERVER, Topology, hosts, veth_pair
 from vectors.session import next_election
 
 from controlplane.agent import HostAgent
+from controlplane.cli import cli
 from controlplane.flows import records_to_flows
 from controlplane.policy import load_policy, resolve
 from controlplane.service import ServiceController, ServiceOptions
@@ -291,6 +294,8 @@ def test_daemon_runs_the_service_and_records_flows(tmp_path: Path) -> None:
                 service_iface=svc_fastpath,
                 fastpath=backend,
                 flows_db=db,
+                control_socket=str(tmp_path / "control.sock"),
+                rule_log=tmp_path / "rule-log.jsonl",
             )
             daemon = Daemon(options)
             thread = threading.Thread(target=daemon.run, daemon=True)
@@ -315,6 +320,14 @@ def test_daemon_runs_the_service_and_records_flows(tmp_path: Path) -> None:
                 try:
                     assert conn.result().startswith(str(1 << 16))
                     assert wait_for(lambda: len(service.offloaded()) >= 1)
+                    # `nicfw service` reads the same counters through the control socket.
+                    shown = CliRunner().invoke(
+                        cli, ["service", "--json", "--socket", str(options.control_socket)]
+                    )
+                    assert shown.exit_code == 0, shown.output
+                    stats = json.loads(shown.output)
+                    assert stats["controller"]["offloaded"] >= 1
+                    assert stats["fastpath"]["rx"] >= 2 and stats["fastpath"]["allowed"] >= 2
                     policy.write_text(WITHOUT_WEB)  # the daemon reloads and resimulates
                     assert wait_for(lambda: not service.offloaded(), 10)
                     assert conn.ping().startswith("cut")
