@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from offload.compiler.report import icmp_text
 from offload.entries import Entry, Exact, FieldMatch, Lpm, Optional, Range, Ternary
 from offload.p4values import int128_to_ip, lpm128_to_network
 
@@ -85,7 +86,15 @@ def entry_row(entry: Entry, labels: Labels | None = None) -> dict[str, Any]:
     if entry.is_default:
         row["match"] = "(default)"
     else:
-        row["match"] = " ".join(f"{k}={field_text(k, v, labels)}" for k, v in entry.match) or "*"
+        proto = entry.match_dict.get("ip_proto")
+        icmp = isinstance(proto, Exact | Optional) and proto.value in (1, 58)
+        row["match"] = (
+            " ".join(
+                f"{k}={(icmp and k == 'l4_dst' and icmp_text(v)) or field_text(k, v, labels)}"
+                for k, v in entry.match
+            )
+            or "*"
+        )
     params = ", ".join(f"{k}={param_text(k, v, labels)}" for k, v in entry.params)
     row["action"] = f"{short(entry.action)}({params})"
     if entry.priority:

@@ -17,13 +17,18 @@ def _short(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
-def _icmp_text(fm: FieldMatch) -> str | None:
-    """An ICMP l4_dst key (type << 8 | code) as `type T` or `type T code C`, when it is one."""
+def icmp_text(fm: FieldMatch) -> str | None:
+    """An ICMP l4_dst key (type << 8 | code) as `type T`, `types T-U` or `type T code C`, when
+    it is one."""
     match fm:
         case Range(lo, hi) if lo >> 8 == hi >> 8 and (lo & 0xFF, hi & 0xFF) == (0, 0xFF):
             return f"type {lo >> 8}"
+        case Range(lo, hi) if (lo & 0xFF, hi & 0xFF) == (0, 0xFF):
+            return f"types {lo >> 8}-{hi >> 8}"
         case Range(lo, hi) if lo == hi:
             return f"type {lo >> 8} code {lo & 0xFF}"
+        case Exact(v):
+            return f"type {v >> 8} code {v & 0xFF}"
         case Ternary(v, 0xFF00):
             return f"type {v >> 8}"
         case Ternary(v, 0xFFFF):
@@ -33,7 +38,7 @@ def _icmp_text(fm: FieldMatch) -> str | None:
 
 def _key_text(name: str, fm: FieldMatch, compiled: CompiledPolicy, icmp: bool = False) -> str:
     if icmp and name == "l4_dst":
-        text = _icmp_text(fm)
+        text = icmp_text(fm)
         if text is not None:
             return text
     if name in ("src_class", "dst_class") and isinstance(fm, Ternary):
