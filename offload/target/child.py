@@ -3,13 +3,14 @@
 In-process, the target's packet pipeline and P4Runtime server share one interpreter lock with
 whoever embeds it: a daemon's full sync then runs at the speed of both together. As a child it
 is what BMv2 or a SmartNIC's P4Runtime server is to the daemon, another process; its log lines
-go to this process's logger.
+go to this process's logger, and it stops by itself if this process dies without stopping it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def target_process(
     """Start `python -m offload.target` listening on `address` (port 0: a free one), with the
     PORT@IFACE `interfaces`; yields it once it listens, stops it on exit."""
     command = [sys.executable, "-m", "offload.target", "--grpc-server-addr", address]
-    command += ["--device-id", str(device_id), *extra_args]
+    command += ["--device-id", str(device_id), "--exit-with", str(os.getpid()), *extra_args]
     for spec in interfaces:
         command += ["-i", spec]
     proc = subprocess.Popen(

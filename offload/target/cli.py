@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -66,6 +67,13 @@ def parse_interface(value: str) -> tuple[int, str]:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
+@click.option(
+    "--exit-with",
+    "exit_with",
+    type=int,
+    hidden=True,
+    help="Stop when the process with this pid is no longer this one's parent (a child target).",
+)
 def target_command(
     grpc_server_addr: str,
     device_id: int,
@@ -75,6 +83,7 @@ def target_command(
     pcap_wait: float,
     p4info: Path | None,
     log_level: str,
+    exit_with: int | None,
 ) -> None:
     """Run the nicfw software target: a P4Runtime server executing firewall.p4."""
     logging.basicConfig(
@@ -98,6 +107,8 @@ def target_command(
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())
+    if exit_with is not None:  # a parent that dies without stopping us must not leave us running
+        threading.Thread(target=_watch_parent, args=(exit_with, done), daemon=True).start()
     try:
         if pcap_dir is not None:
             if done.wait(pcap_wait):
@@ -109,3 +120,11 @@ def target_command(
             logging.getLogger(__name__).debug("stats %s", stats)
     finally:
         target.stop()
+
+
+def _watch_parent(parent: int, done: threading.Event) -> None:
+    """Set `done` once `parent` is no longer this process's parent (it exited)."""
+    while not done.wait(0.5):
+        if os.getppid() != parent:
+            logging.getLogger(__name__).warning("parent %d is gone: stopping", parent)
+            done.set()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,3 +70,33 @@ def test_the_daemon_runs_its_embedded_target_as_a_child(
     # The child target is gone with the daemon: nothing listens there any more.
     with pytest.raises(P4ClientError, match="unreachable"):
         P4Client.connect(daemon.address, 1, None, connect_timeout=1)
+
+
+ABANDON = """
+import os, sys
+from offload.target.child import target_process
+with target_process("127.0.0.1:0") as child:
+    print(child.proc.pid, flush=True)
+    os._exit(0)  # dies without stopping the child
+"""
+
+
+def test_a_child_whose_parent_dies_stops_by_itself() -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", ABANDON], capture_output=True, text=True, timeout=120
+    )
+    pid = int(run.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by init) counts as gone
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ", 1)[1][0] != "Z"
