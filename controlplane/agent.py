@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,19 +55,6 @@ class ApplyResult:
     resimulation: ResimulationReport | None = None
 
 
-def stateful_default(compiled: CompiledPolicy) -> CompiledPolicy:
-    """In stateful mode an ACL miss goes to the service instead of being dropped.
-
-    The replies of a connection the service allowed reach the pipeline before their
-    flow_cache entries are written; only the service's connection state can let them
-    through. Its rule set ends with the policy's default, so the rest is still dropped there.
-    """
-    if compiled.acl_default.action != names.ACL_DROP:
-        return compiled
-    default = Entry(names.ACL, (), names.ACL_SERVICE, (("rule_id", 0),), is_default=True)
-    return replace(compiled, acl_default=default)
-
-
 class HostAgent:
     """Compiles policies for one host and keeps its target's policy tables equal to them.
 
@@ -99,14 +86,9 @@ class HostAgent:
         """Push firewall.p4 (P4Info and the target's device config) to the target."""
         self.client.set_pipeline(self.schema, device_config)
 
-    def _finish(self, compiled: CompiledPolicy) -> CompiledPolicy:
-        if self.service is not None and self.options.service_port is not None:
-            return stateful_default(compiled)
-        return compiled
-
     def _inventory(self, policy: Policy) -> Inventory:
         tags = self.inventory.tags if self.inventory is not None else None
-        return Inventory(policy, self.options, tags=tags, finish=self._finish)
+        return Inventory(policy, self.options, tags=tags)
 
     def plan(self, policy: Policy) -> tuple[CompiledPolicy, Diff, list[Problem]]:
         """Compile `policy` and compute the writes from what is enforced now, writing nothing."""

@@ -486,9 +486,24 @@ def _connect(target: str, device_id: int, write: bool, election_id: int = 1) -> 
     )
 
 
+service_port_option = click.option(
+    "--service-port",
+    type=click.IntRange(1, 254),
+    help="Compile as a daemon in stateful mode does (`nicfw run --service-port`): allows and "
+    "misses to the service, ICMP errors to it first.",
+)
+
+
+def _compile_options(service_port: int | None) -> CompileOptions:
+    if service_port is None:
+        return CompileOptions()
+    return CompileOptions(stateful=True, service_port=service_port)
+
+
 @policy.command("diff")
 @click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @target_option
+@service_port_option
 @click.option(
     "--enforced",
     "enforced",
@@ -499,7 +514,13 @@ def _connect(target: str, device_id: int, write: bool, election_id: int = 1) -> 
 @limit_option
 @json_option
 def policy_diff(
-    path: Path, target: str, device_id: int, enforced: Path | None, limit: int, as_json: bool
+    path: Path,
+    target: str,
+    device_id: int,
+    service_port: int | None,
+    enforced: Path | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """What applying PATH would write to the target (read from the target, nothing written);
     with --enforced, what it would change on every host, reachability included."""
@@ -515,6 +536,7 @@ def policy_diff(
                 path.read_text(encoding="utf-8"),
                 str(path),
                 limit,
+                _compile_options(service_port),
             )
         print_dry_run(run, as_json, limit)
         return
@@ -523,7 +545,8 @@ def policy_diff(
         client = _connect(target, device_id, write=False)
         try:
             assert client.schema is not None
-            changes = HostAgent(client, client.schema).target_diff(pol)
+            agent = HostAgent(client, client.schema, _compile_options(service_port))
+            changes = agent.target_diff(pol)
         finally:
             client.close()
     labels = labels_for(path)
@@ -533,6 +556,7 @@ def policy_diff(
 @policy.command("apply")
 @click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @target_option
+@service_port_option
 @click.option(
     "--election-id",
     default=20,
@@ -541,7 +565,14 @@ def policy_diff(
     help="Election id to arbitrate with (must be the highest to write).",
 )
 @json_option
-def policy_apply(path: Path, target: str, device_id: int, election_id: int, as_json: bool) -> None:
+def policy_apply(
+    path: Path,
+    target: str,
+    device_id: int,
+    service_port: int | None,
+    election_id: int,
+    as_json: bool,
+) -> None:
     """Enforce PATH on the target now: only the entries that differ are written."""
     from controlplane.agent import HostAgent
 
@@ -550,7 +581,7 @@ def policy_apply(path: Path, target: str, device_id: int, election_id: int, as_j
         client = _connect(target, device_id, write=True, election_id=election_id)
         try:
             assert client.schema is not None
-            agent = HostAgent(client, client.schema)
+            agent = HostAgent(client, client.schema, _compile_options(service_port))
             with _progress("writing entries") as progress:
                 result = agent.apply(pol, progress)
         finally:

@@ -128,14 +128,11 @@ class Inventory:
         options: CompileOptions | None = None,
         clock: Callable[[], float] = time.time,
         tags: TagStore | None = None,
-        finish: Callable[[CompiledPolicy], CompiledPolicy] | None = None,
     ) -> None:
-        """`tags`: dynamic tags to keep (a policy reload); `finish`: a last touch on every
-        compiled policy (the agent's stateful default entry)."""
+        """`tags`: dynamic tags to keep (a policy reload)."""
         validate(policy)
         self.policy = policy
         self.tags = TagStore(clock)
-        self._finish = finish or (lambda c: c)
         self._reported: dict[str, Workload] = {w.name: w for w in policy.workloads}
         for g in tags or ():
             if g.workload in self._reported:
@@ -152,7 +149,7 @@ class Inventory:
         self.compiler = Compiler(options)
         self.current: Policy = self._policy() if len(self.tags) else policy
         self.resolved: ResolvedPolicy = self.resolver.resolve(self.current)
-        self.compiled: CompiledPolicy = self._finish(self.compiler.compile(self.resolved))
+        self.compiled: CompiledPolicy = self.compiler.compile(self.resolved)
 
     # -- state --------------------------------------------------------------------------
 
@@ -210,7 +207,7 @@ class Inventory:
                 self._check(changed, saved[0])
             policy = self._policy()
             resolved = self.resolver.resolve(policy, changed)
-            after = self._finish(self.compiler.compile(resolved))
+            after = self.compiler.compile(resolved)
         except (InventoryError, PolicyError, TagError, CompileError, EncodingError) as exc:
             self._restore(saved, saved_tags)
             if isinstance(exc, InventoryError):

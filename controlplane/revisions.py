@@ -62,14 +62,20 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def dry_run_texts(
-    enforced: str, enforced_where: str, candidate: str, candidate_where: str, limit: int = 100
+    enforced: str,
+    enforced_where: str,
+    candidate: str,
+    candidate_where: str,
+    limit: int = 100,
+    options: CompileOptions | None = None,
 ) -> PolicyDryRun:
-    """The dry run of replacing one policy text by another (`controlplane.dryrun`)."""
+    """The dry run of replacing one policy text by another (`controlplane.dryrun`), compiled
+    with `options` (the hosts' daemons' compile options)."""
     old = load_policy(enforced, enforced_where)
     new = load_policy(candidate, candidate_where)
     resolver = Resolver()  # one resolver: the candidate reuses what did not change
     before = resolver.resolve(old)
-    return policy_dry_run(before, resolver.resolve(new), limit=limit)
+    return policy_dry_run(before, resolver.resolve(new), options, limit=limit)
 
 
 def _compile(text: str, where: str) -> CompiledPolicy:

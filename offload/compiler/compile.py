@@ -431,6 +431,12 @@ class Compiler:
     ) -> CompiledPolicy:
         opts = self.options
         default_action = names.ACL_ALLOW if resolved.default_action == "allow" else names.ACL_DROP
+        if default_action == names.ACL_DROP and opts.stateful and opts.service_port is not None:
+            # With a service, an ACL miss goes to it instead of being dropped: the replies of a
+            # connection it allowed reach the pipeline before their flow_cache entries are
+            # written, and only its connection state can let them through. Its rule set ends
+            # with the policy's default, so the rest is still dropped there.
+            default_action = names.ACL_SERVICE
         acl_default = Entry(names.ACL, (), default_action, (("rule_id", 0),), is_default=True)
         if self._l2 is not None and self._l2[0] == local:
             l2 = self._l2[1]

@@ -97,7 +97,8 @@ def test_with_a_service_port_icmp_errors_go_to_the_service_before_any_rule(
     others += [(ICMP6, 128 << 8), (ICMP6, 5 << 8), (ICMP6, 135 << 8)]
     for proto, type_code in others:
         want = evaluate(resolved, Packet(ADMIN, DB, proto, 7, type_code))
-        want = ("service", want[1]) if want[0] == "allow" else want
+        if want[0] == "allow" or want == ("drop", 0):  # allows and the default: the service's
+            want = ("service", want[1])
         assert tables.verdict(ADMIN, DB, proto, 7, type_code) == want
     added = [e for e in compiled.service if e.table == names.ACL]
     assert compiled.stats.entries[names.ACL] == len(compiled.tables()[names.ACL]) - 1  # default
@@ -106,6 +107,11 @@ def test_with_a_service_port_icmp_errors_go_to_the_service_before_any_rule(
         schema = P4Schema.load()
         for entry in added:
             assert decode_table_entry(schema, encode_table_entry(schema, entry)) == entry
+    # An ACL miss goes to the service too (replies may come before their offload); explicit
+    # drops stay in the pipeline.
+    assert compiled.acl_default.action == names.ACL_SERVICE
+    assert tables.verdict(OUTSIDE, APP, TCP, 1, 1) == ("service", 0)
+    assert tables.verdict(WEB, DB, TCP, 1, 1) == ("reject", rule_id(resolved, "web-to-db-reject"))
     # Without a service there is nothing to let related errors through: no such entries.
     plain = Tables(compile_policy(resolved, CompileOptions(range_kind=range_kind)).entries())
     assert plain.verdict(OUTSIDE, WEB, ICMP, 0, 3 << 8 | 4) == ("drop", 0)
