@@ -655,10 +655,16 @@ def draft_ls(state_dir: Path | None, as_json: bool) -> None:
 @click.argument("name")
 @enforced_option
 @state_dir_option
+@service_port_option
 @limit_option
 @json_option
 def draft_diff(
-    name: str, enforced: Path, state_dir: Path | None, limit: int, as_json: bool
+    name: str,
+    enforced: Path,
+    state_dir: Path | None,
+    service_port: int | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """What publishing draft NAME over the enforced policy would change: writes per host, and
     the workload pairs whose reachability flips (service, rule before and after)."""
@@ -666,7 +672,7 @@ def draft_diff(
 
     with failures():
         try:
-            run = _store(state_dir).dry_run(name, enforced, limit)
+            run = _store(state_dir).dry_run(name, enforced, limit, _compile_options(service_port))
         except RevisionError as exc:
             raise Failure(str(exc)) from None
     print_dry_run(run, as_json, limit)

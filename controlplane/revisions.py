@@ -123,8 +123,15 @@ class RevisionStore:
         old = _compile(enforced_path.read_text(encoding="utf-8"), str(enforced_path))
         return compiled_diff(old, _compile(self.draft(name), f"draft {name}"))
 
-    def dry_run(self, name: str, enforced: str | Path, limit: int = 100) -> PolicyDryRun:
-        """Per-host writes and reachability flips of publishing draft `name` (nothing changes)."""
+    def dry_run(
+        self,
+        name: str,
+        enforced: str | Path,
+        limit: int = 100,
+        options: CompileOptions | None = None,
+    ) -> PolicyDryRun:
+        """Per-host writes and reachability flips of publishing draft `name` (nothing changes),
+        compiled with the hosts' `options`."""
         enforced_path = Path(enforced)
         return dry_run_texts(
             enforced_path.read_text(encoding="utf-8"),
@@ -132,6 +139,7 @@ class RevisionStore:
             self.draft(name),
             f"draft {name}",
             limit,
+            options,
         )
 
     # -- revisions ------------------------------------------------------------------------

@@ -91,3 +91,18 @@ def test_dry_run_against_an_enforced_file_takes_the_option_too(tmp_path: Path) -
     text = json.dumps(stateful)
     assert "acl_service" in text and "acl_allow" not in text
     assert "acl_allow" in json.dumps(plain)
+
+
+def test_a_draft_dry_run_takes_the_option_too(tmp_path: Path) -> None:
+    enforced = tmp_path / "policy.yaml"
+    enforced.write_text(POLICY)
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(POLICY.replace("ports: [8080]", "ports: [8443]"))
+    state = ["--state-dir", str(tmp_path / "state")]
+    saved = CliRunner().invoke(cli, ["policy", "draft", "save", "next", str(candidate), *state])
+    assert saved.exit_code == 0, saved.output
+    args = ["policy", "draft", "diff", "next", "--enforced", str(enforced), *state, "--json"]
+    stateful = CliRunner().invoke(cli, [*args, "--service-port", "3"])
+    assert stateful.exit_code == 0, stateful.output
+    assert "acl_service" in stateful.output and "acl_allow" not in stateful.output
+    assert "acl_allow" in CliRunner().invoke(cli, args).output
