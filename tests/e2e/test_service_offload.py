@@ -329,7 +329,15 @@ def test_daemon_runs_the_service_and_records_flows(tmp_path: Path) -> None:
                     assert stats["controller"]["offloaded"] >= 1
                     assert stats["fastpath"]["rx"] >= 2 and stats["fastpath"]["allowed"] >= 2
                     policy.write_text(WITHOUT_WEB)  # the daemon reloads and resimulates
-                    assert wait_for(lambda: not service.offloaded(), 10)
+                    client = daemon.client
+                    assert client is not None
+
+                    def cut() -> bool:  # the controller forgot it and the target has no entry
+                        left = client.read_table_entries(daemon.schema, names.FLOW_CACHE)
+                        ours = [e for e in left if e.match_dict["l4_dst"] == Exact(ALLOWED)]
+                        return not service.offloaded() and not ours
+
+                    assert wait_for(cut, 10)
                     assert conn.ping().startswith("cut")
                 finally:
                     conn.close()
