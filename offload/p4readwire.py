@@ -54,29 +54,9 @@ from offload.target.wire import (
 UNPARSABLE = "Exception deserializing response!"
 
 
-def _outputs(n: int, keys: int, params: int) -> tuple[np.ndarray, ...]:
-    return (
-        np.zeros(n, np.uint8),  # ok
-        np.zeros(n, np.int64),  # table slot
-        np.zeros(n, np.int64),  # action slot
-        np.zeros(n, np.int64),  # priority
-        np.zeros(n, np.int64),  # idle timeout
-        np.zeros((n, keys), np.uint8),  # key present
-        np.zeros((n, keys, 4), np.uint64),  # key value hi/lo, second value hi/lo
-        np.zeros((n, params, 2), np.uint64),  # param hi/lo
-    )
-
-
 def _warm(kernel: Kernel) -> None:
     """Call the kernel once with arrays of the real types: compiles it, or loads it."""
-    spec = (
-        np.zeros((1, 6), np.int64),
-        np.zeros((1, 1, 4), np.int64),
-        np.zeros((1, 1), np.int64),
-        np.zeros((1, 2), np.int64),
-        np.zeros((1, 1, 2), np.int64),
-    )
-    kernel(np.frombuffer(b"", np.uint8), *spec, *_outputs(1, 1, 1))
+    kernel(np.frombuffer(b"", np.uint8), *wire.warm_spec(), *wire.row_arrays(1, 1, 1))
 
 
 _loader = wire.KernelLoader("decode_entities", _warm, "Reads")
@@ -184,8 +164,8 @@ class ReadDecoder:
         first entry that does not decode.
         """
         buf = np.frombuffer(data, np.uint8)
-        count = kern(buf, *self.spec, *_outputs(0, *self.shape))
-        out = _outputs(max(count, 0), *self.shape)
+        count = kern(buf, *self.spec, *wire.row_arrays(0, *self.shape))
+        out = wire.row_arrays(max(count, 0), *self.shape)
         if count > 0:
             kern(buf, *self.spec, *out)
         ok = out[0]

@@ -121,10 +121,11 @@ def kernel_load_s() -> float:
     return _loader.load_s
 
 
-def _outputs(n: int, keys: int, params: int, words: int) -> tuple[np.ndarray, ...]:
+def row_arrays(n: int, keys: int, params: int) -> tuple[np.ndarray, ...]:
+    """The per-row outputs both kernels fill (`decode_updates` adds the update type after
+    `ok` and the packed ternary words at the end)."""
     return (
         np.zeros(n, np.uint8),  # ok
-        np.zeros(n, np.int64),  # update type
         np.zeros(n, np.int64),  # table slot
         np.zeros(n, np.int64),  # action slot
         np.zeros(n, np.int64),  # priority
@@ -132,20 +133,29 @@ def _outputs(n: int, keys: int, params: int, words: int) -> tuple[np.ndarray, ..
         np.zeros((n, keys), np.uint8),  # key present
         np.zeros((n, keys, 4), np.uint64),  # key value hi/lo, second value hi/lo
         np.zeros((n, params, 2), np.uint64),  # param hi/lo
-        np.zeros((n, 2, words), np.uint64),  # packed ternary value and mask words
     )
 
 
-def _warm(kernel: Kernel) -> None:
-    """Call the kernel once with arrays of the real types: compiles it, or loads it."""
-    spec = (
+def _outputs(n: int, keys: int, params: int, words: int) -> tuple[np.ndarray, ...]:
+    ok, *rest = row_arrays(n, keys, params)
+    utypes = np.zeros(n, np.int64)
+    return (ok, utypes, *rest, np.zeros((n, 2, words), np.uint64))  # + ternary value/mask words
+
+
+def warm_spec() -> tuple[np.ndarray, ...]:
+    """A one-table, one-key, one-action spec of the kernels' types, for warming them up."""
+    return (
         np.zeros((1, 6), np.int64),
         np.zeros((1, 1, 4), np.int64),
         np.zeros((1, 1), np.int64),
         np.zeros((1, 2), np.int64),
         np.zeros((1, 1, 2), np.int64),
     )
-    kernel(np.frombuffer(b"", np.uint8), *spec, *_outputs(1, 1, 1, 1))
+
+
+def _warm(kernel: Kernel) -> None:
+    """Call the kernel once with arrays of the real types: compiles it, or loads it."""
+    kernel(np.frombuffer(b"", np.uint8), *warm_spec(), *_outputs(1, 1, 1, 1))
 
 
 _loader = KernelLoader("decode_updates", _warm, "Writes")

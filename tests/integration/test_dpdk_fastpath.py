@@ -380,7 +380,9 @@ def test_malformed_frames_are_dropped_and_valid_ones_forwarded(tmp_path: Path) -
     assert by_egress[1000 + 6][0].rule_id == 1  # the fragment went by the wildcard rule
 
 
-def test_malformed_frames_under_asan(tmp_path: Path) -> None:
+def asan_build() -> tuple[Path, dict[str, str]]:
+    """The AddressSanitizer/UBSan binary and the environment that makes any finding fatal;
+    skips (saying why) when it does not build."""
     try:  # `make asan` is incremental: this also rebuilds a stale sanitizer binary
         binary = fastpath.build(asan=True)
     except FastPathError as exc:
@@ -388,6 +390,11 @@ def test_malformed_frames_under_asan(tmp_path: Path) -> None:
     env = dict(os.environ)
     env["ASAN_OPTIONS"] = "detect_leaks=0:halt_on_error=1:abort_on_error=0"
     env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+    return binary, env
+
+
+def test_malformed_frames_under_asan(tmp_path: Path) -> None:
+    binary, env = asan_build()
     cases = malformed_cases()
     frames = malformed_frames(cases)
     rng = random.Random(7)

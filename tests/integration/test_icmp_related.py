@@ -15,7 +15,6 @@ AddressSanitizer. test_pyservice_differential.py replays mutated errors through 
 from __future__ import annotations
 
 import functools
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from scapy.layers.inet6 import (
 from scapy.packet import Packet, Raw
 
 from dpdk_app import fastpath
-from dpdk_app.fastpath import CtState, FastPath, FastPathError, make_rule
+from dpdk_app.fastpath import CtState, FastPath, make_rule
 from dpdk_app.layout import ACT_ALLOW, EV_NEW
 
 L2 = dpdk_tests.L2
@@ -275,13 +274,7 @@ def test_quotes_are_read_within_bounds_under_asan(
     """The scenario and mutated quotes (cut, flipped, overwritten), on the sanitizer build."""
     if fastpath.find_binary() is None:
         pytest.skip("nicfw-fastpath is not built (make dpdk)")
-    try:  # `make asan` is incremental: this also rebuilds a stale sanitizer binary
-        binary = fastpath.build(asan=True)
-    except FastPathError as exc:
-        pytest.skip(f"the AddressSanitizer build failed: {str(exc)[:300]}")
-    env = dict(os.environ)
-    env["ASAN_OPTIONS"] = "detect_leaks=0:halt_on_error=1:abort_on_error=0"
-    env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+    binary, env = dpdk_tests.asan_build()
     steps = scenario()
     frames = frames_of(steps)
     extra = [dpdk_tests.svc(len(frames) + j, m) for j, m in enumerate(mutants(steps, 400, 3))]

@@ -16,6 +16,7 @@ from offload.p4schema import P4Schema
 from offload.proto import p4r
 from offload.target.entities import EntityStore, Op, TableOp
 from offload.target.pipeline import Pipeline
+from offload.target.tables import StoredEntry
 
 try:
     from .entrygen import entries
@@ -152,20 +153,17 @@ def outcome(store: EntityStore, update: p4r.Update) -> object:
     except EntityError as exc:
         return ("error", exc.code, str(exc))
     assert isinstance(op, TableOp)
-    rec = op.rec
-    stored = None
-    if rec is not None:
-        stored = (
-            rec.entry,
-            rec.action,
-            rec.args,
-            rec.priority,
-            rec.idle_timeout_ns,
-            rec.identity,
-            rec.metadata,
-            rec.controller_metadata,
-        )
-    return (op.type, op.table.name, op.is_default, op.identity, op.counter, stored)
+    return (op.type, op.table.name, op.is_default, op.identity, op.counter, stored(op.rec))
+
+
+def stored(rec: StoredEntry | None, raw: bool = False) -> tuple[object, ...] | None:
+    """What a stored entry holds, comparable across decoders (`raw`: the fast path's own key
+    values too)."""
+    if rec is None:
+        return None
+    fields = (rec.entry, rec.action, rec.args, rec.priority, rec.idle_timeout_ns, rec.identity,
+              rec.metadata, rec.controller_metadata)  # fmt: skip
+    return (*fields, rec.raw) if raw else fields
 
 
 @settings(max_examples=300, deadline=None)

@@ -29,10 +29,10 @@ from offload.target.pipeline import Pipeline
 
 try:
     from .entrygen import entries, flow_entry
-    from .test_p4decode import mutate
+    from .test_p4decode import mutate, stored
 except ImportError:  # tests/unit on sys.path (pytest's default import mode)
     from entrygen import entries, flow_entry
-    from test_p4decode import mutate
+    from test_p4decode import mutate, stored
 
 SCHEMA = P4Schema.load()
 STORE = EntityStore(Pipeline(SCHEMA))
@@ -51,22 +51,9 @@ def describe(result: Op | EntityError) -> object:
         return ("error", result.code, str(result))
     if not isinstance(result, TableOp):
         return (type(result).__name__, repr(result))
-    rec = result.rec
-    stored = None
-    if rec is not None:
-        stored = (
-            rec.entry,
-            rec.action,
-            rec.args,
-            rec.priority,
-            rec.idle_timeout_ns,
-            rec.identity,
-            rec.metadata,
-            rec.controller_metadata,
-            rec.raw,  # the fast path's key values: the kernel must only take what it takes
-        )
+    # raw: the fast path's key values (the kernel must take exactly what it takes)
     return (result.type, result.table.name, result.is_default, result.identity, result.counter,
-            stored)  # fmt: skip
+            stored(result.rec, raw=True))  # fmt: skip
 
 
 def reference(store: EntityStore, updates: Sequence[p4r.Update]) -> list[object]:
